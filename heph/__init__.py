@@ -1,3 +1,31 @@
-"""heph: a durable workflow engine for Python, driven from the command line."""
+"""heph: a durable workflow engine for Python, driven from the command line.
+
+The public API of ``../shared/SPEC.md`` §1–3 is re-exported here.
+"""
+
+from heph.core.definition import Dynamic, Unique
+from heph.core.instance import Context, HistoryEntry, Instance
+from heph.core.steps import ASYNC, Debug, Done, Error, Retry, Step, Wait, WaitForEvent
+from heph.core.workflow import VersionedWorkflow, Workflow
+from heph.errors import (
+    AlreadyRunning,
+    HephError,
+    InstanceNotFound,
+    InvalidContext,
+    InvalidEvent,
+    InvalidId,
+    InvalidVersion,
+    NotCancellable,
+    NotRetryable,
+    StorageError,
+    WorkflowDefinitionError,
+)
 
 __version__ = "0.1.0"
+
+__all__ = [
+    "ASYNC", "AlreadyRunning", "Context", "Debug", "Done", "Dynamic", "Error", "HephError",
+    "HistoryEntry", "Instance", "InstanceNotFound", "InvalidContext", "InvalidEvent", "InvalidId",
+    "InvalidVersion", "NotCancellable", "NotRetryable", "Retry", "Step", "StorageError", "Unique",
+    "VersionedWorkflow", "Wait", "WaitForEvent", "Workflow", "WorkflowDefinitionError",
+]

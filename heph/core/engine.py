@@ -1,0 +1,384 @@
+"""The pure engine: functions from (definition, instance, outcome or event, now) to a new instance.
+
+No files, locks, printing or clock: the runtime passes ``now`` in, runs the
+steps through ``execute_step`` and stores what these functions return.
+"""
+
+from __future__ import annotations
+
+import traceback as tb
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Union
+
+from heph.core.definition import Target, WorkflowDefinition
+from heph.core.instance import Context, HistoryEntry, Instance
+from heph.core.jsonsafe import NotJsonSafe, to_json
+from heph.core.steps import ASYNC, Error, Wait
+from heph.errors import InvalidEvent, NotCancellable, NotRetryable
+
+
+@dataclass(frozen=True)
+class Completed:
+    """The step finished and emitted ``event``; ``targets`` are the steps it leads to."""
+
+    event: str
+    updates: dict | None = None
+    metadata: dict | None = None
+    targets: tuple[Target, ...] = ()
+
+
+@dataclass(frozen=True)
+class Paused:
+    """The step returned ``ASYNC``."""
+
+
+@dataclass(frozen=True)
+class Failed:
+    """The step failed: ``Error(reason)``, an exception, or a bad return value."""
+
+    type: str
+    message: str
+    traceback: str | None = None
+
+
+Outcome = Union[Completed, Paused, Failed]
+
+
+# -- creating and running ----------------------------------------------------------
+
+
+def new_instance(definition: WorkflowDefinition, instance_id: str, initial: dict, now: datetime, run: str) -> Instance:
+    """A new run with ``start`` active (status ``pending``)."""
+    start = definition.start
+    return Instance(
+        id=instance_id,
+        workflow=definition.name,
+        version=definition.version,
+        status="pending",
+        context=Context(initial=initial, steps={}),
+        run=run,
+        created_at=now,
+        updated_at=now,
+        active=[_entry(start.key, start.config)],
+    )
+
+
+def _entry(key: str, config: dict | None, attempt: int = 1, first_attempt: int | None = None) -> dict:
+    return {"step": key, "config": config, "attempt": attempt, "first_attempt": first_attempt or attempt}
+
+
+def next_step(instance: Instance) -> dict | None:
+    """The active step to run next, or None when the instance should not run anything."""
+    if instance.status in ("pending", "running") and instance.active:
+        return instance.active[0]
+    return None
+
+
+def begin(instance: Instance, now: datetime, lease: dict | None) -> Instance:
+    """Mark the instance as running (owned by ``lease``) before its steps execute."""
+    out = instance.copy()
+    out.status = "running"
+    out.lease = lease
+    out.updated_at = now
+    return out
+
+
+def execute_step(definition: WorkflowDefinition, instance: Instance, entry: dict) -> Outcome:
+    """Run one step's ``execute`` and interpret what it returned; never raises."""
+    key = entry["step"]
+    step_cls = definition.steps[key]
+    context = Context(initial=_plain_copy(instance.context.initial), steps=_plain_copy(instance.context.steps))
+    try:
+        result = step_cls().execute(instance, entry.get("config"), context)
+    except Exception as exc:  # a raising step is a failed step
+        return Failed(f"{type(exc).__module__}.{type(exc).__qualname__}", str(exc), tb.format_exc())
+    return interpret(definition, key, result, context)
+
+
+def _plain_copy(value):
+    import copy
+
+    return copy.deepcopy(value)
+
+
+def interpret(definition: WorkflowDefinition, key: str, result: object, context: Context) -> Outcome:
+    """Turn a return value of ``execute`` into an outcome (routing included)."""
+    if result is ASYNC:
+        return Paused()
+    if isinstance(result, Error):
+        return Failed("heph.Error", str(result.reason))
+    updates = metadata = None
+    if isinstance(result, str):
+        event = result
+    elif isinstance(result, tuple) and len(result) in (2, 3) and isinstance(result[0], str):
+        event, updates = result[0], result[1]
+        metadata = result[2] if len(result) == 3 else None
+    else:
+        return Failed(
+            "heph.InvalidReturn",
+            f"step {key} returned {_short(result)}: expected 'event', ('event', updates), "
+            f"('event', updates, metadata), ASYNC or Error(reason)",
+        )
+    declared = definition.events_of(key)
+    if event not in declared:
+        return Failed("heph.InvalidReturn", f"step {key} returned event {event!r}, which it does not declare {declared}")
+    for what, value in (("updates", updates), ("metadata", metadata)):
+        if value is not None and not isinstance(value, dict):
+            return Failed("heph.InvalidReturn", f"step {key} returned {what} {_short(value)}: {what} must be a dict")
+    try:
+        updates = to_json(updates) if updates is not None else None
+        metadata = to_json(metadata) if metadata is not None else None
+    except NotJsonSafe as exc:
+        return Failed("heph.NotSerializable", f"step {key} returned data that cannot be stored as JSON: {exc}")
+    routed = route(definition, key, event, Context(context.initial, {**context.steps, **({key: updates} if updates else {})}))
+    if isinstance(routed, Failed):
+        return routed
+    return Completed(event, updates, metadata, routed)
+
+
+def route(definition: WorkflowDefinition, key: str, event: str, context: Context) -> tuple[Target, ...] | Failed:
+    """The targets ``event`` of step ``key`` leads to; a ``Dynamic`` function is called here."""
+    chosen = definition.routes.get(key, {}).get(event)
+    if chosen is None:
+        return ()
+    if chosen.dynamic is None:
+        return chosen.targets
+    try:
+        picked = chosen.dynamic(context)
+    except Exception as exc:
+        return Failed(
+            f"{type(exc).__module__}.{type(exc).__qualname__}",
+            f"dynamic route of step {key} on {event!r} raised: {exc}",
+            tb.format_exc(),
+        )
+    config = None
+    if isinstance(picked, tuple) and len(picked) == 2:
+        picked, config = picked
+    for target in chosen.targets:
+        if target.step is picked:
+            return (Target(target.key, target.step, config if config is not None else target.config),)
+    allowed = ", ".join(t.step.__qualname__ for t in chosen.targets)
+    return Failed(
+        "heph.InvalidRoute",
+        f"dynamic route of step {key} on {event!r} returned {_short(picked)}, which is not one of its targets ({allowed})",
+    )
+
+
+def _short(value: object) -> str:
+    text = getattr(value, "__qualname__", None) or repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def apply_outcome(
+    definition: WorkflowDefinition,
+    instance: Instance,
+    entry: dict,
+    outcome: Outcome,
+    started_at: datetime,
+    finished_at: datetime,
+) -> Instance:
+    """Record the outcome of the active step ``entry`` and move the instance on."""
+    out = instance.copy()
+    key = entry["step"]
+    out.active = [a for a in out.active if a["step"] != key]
+    duration = round((finished_at - started_at).total_seconds() * 1000, 3)
+    base = {"step": key, "attempt": entry["attempt"], "started_at": started_at, "finished_at": finished_at}
+    if isinstance(outcome, Completed):
+        out.history.append(HistoryEntry(outcome="completed", event=outcome.event, duration_ms=duration, **base))
+        if outcome.updates is not None:
+            out.context.steps[key] = outcome.updates
+        if outcome.metadata:
+            out.runtime_metadata.update(outcome.metadata)
+        _complete(definition, out, key, outcome.targets)
+    elif isinstance(outcome, Paused):
+        out.history.append(HistoryEntry(outcome="async", duration_ms=duration, **base))
+        wait = {
+            "kind": "event",
+            "config": entry.get("config"),
+            "attempt": entry["attempt"],
+            "first_attempt": entry.get("first_attempt", entry["attempt"]),
+            "since": finished_at.isoformat(),
+            "due_at": None,
+        }
+        if issubclass(definition.steps[key], Wait) and entry.get("config"):
+            wait["kind"] = "timer"
+            wait["due_at"] = Wait.due_at(entry["config"], started_at).isoformat()
+        out.waits[key] = wait
+    else:
+        error = {"type": outcome.type, "message": outcome.message, "traceback": outcome.traceback, "step": key}
+        out.history.append(HistoryEntry(outcome="failed", duration_ms=duration, error=error, **base))
+        policy = getattr(definition.steps[key], "retry", None)
+        first = entry.get("first_attempt", entry["attempt"])
+        failures = entry["attempt"] - first + 1
+        if policy is not None and failures < policy.max_attempts:
+            due = finished_at + timedelta(seconds=policy.delay(failures))
+            out.waits[key] = {
+                "kind": "retry",
+                "config": entry.get("config"),
+                "attempt": entry["attempt"] + 1,
+                "first_attempt": first,
+                "since": finished_at.isoformat(),
+                "due_at": due.isoformat(),
+                "last_error": {"type": outcome.type, "message": outcome.message},
+            }
+        else:
+            out.failed = {"step": key, "config": entry.get("config"), "attempt": entry["attempt"]}
+            out.error = error
+    out.updated_at = finished_at
+    _settle(definition, out)
+    return out
+
+
+def _complete(definition: WorkflowDefinition, out: Instance, key: str, targets: tuple[Target, ...]) -> None:
+    if key not in out.completed:
+        out.completed.append(key)
+    for target in targets:
+        out.arrived.setdefault(target.key, target.config)
+
+
+def _settle(definition: WorkflowDefinition, out: Instance) -> None:
+    """Activate each arrived join target no live branch can still reach; then set the status."""
+    changed = True
+    while changed:
+        changed = False
+        live = [a["step"] for a in out.active] + list(out.waits) + list(out.arrived)
+        if out.failed:
+            live.append(out.failed["step"])
+        for key in list(out.arrived):
+            others = [k for k in live if k != key]
+            if any(key in definition.reach.get(k, ()) for k in others):
+                continue
+            config = out.arrived.pop(key)
+            out.active.append(_entry(key, config))
+            changed = True
+            break
+    out.status = _status(out)
+    if out.status != "running":
+        out.lease = None
+
+
+def _status(out: Instance) -> str:
+    if out.status == "cancelled":
+        return "cancelled"
+    if out.failed:
+        return "failed"
+    if out.active:
+        return "running"
+    if out.waits:
+        return "waiting"
+    return "completed"
+
+
+# -- events, timers, cancel, retry ---------------------------------------------------
+
+
+def resume(
+    definition: WorkflowDefinition, instance: Instance, event: str, now: datetime, step: str | None = None
+) -> Instance:
+    """Hand ``event`` to the waiting step that declares it; ``InvalidEvent`` if none or ambiguous."""
+    if instance.status != "waiting":
+        raise InvalidEvent(f"instance {instance.id} is not waiting (status: {instance.status}); nothing to resume")
+    eligible = {k: w for k, w in instance.waits.items() if w["kind"] in ("event", "timer")}
+    if step is not None:
+        if step not in eligible:
+            raise InvalidEvent(
+                f"step {step!r} of {instance.id} is not waiting for an event; waiting: {_accepts(definition, eligible)}"
+            )
+        if event not in definition.events_of(step):
+            raise InvalidEvent(f"waiting step {step} does not accept {event!r}; it accepts {definition.events_of(step)}")
+        candidates = [step]
+    else:
+        candidates = [k for k in eligible if event in definition.events_of(k)]
+    if not candidates:
+        raise InvalidEvent(
+            f"no waiting step of {instance.id} accepts {event!r}; waiting: {_accepts(definition, eligible)}"
+        )
+    if len(candidates) > 1:
+        raise InvalidEvent(
+            f"event {event!r} is accepted by several waiting steps of {instance.id} ({', '.join(candidates)}): "
+            f"pick one with step= (CLI: --step KEY)"
+        )
+    return _resume_step(definition, instance, candidates[0], event, now)
+
+
+def _accepts(definition: WorkflowDefinition, waits: dict) -> str:
+    if not waits:
+        return "none (only retries are pending)"
+    return "; ".join(f"{k} accepts {', '.join(definition.events_of(k))}" for k in waits)
+
+
+def _resume_step(definition: WorkflowDefinition, instance: Instance, key: str, event: str, now: datetime) -> Instance:
+    out = instance.copy()
+    wait = out.waits.pop(key)
+    since = datetime.fromisoformat(wait["since"])
+    duration = round((now - since).total_seconds() * 1000, 3)
+    base = {"step": key, "attempt": wait["attempt"], "started_at": since, "finished_at": now}
+    routed = route(definition, key, event, out.context)
+    if isinstance(routed, Failed):
+        error = {"type": routed.type, "message": routed.message, "traceback": routed.traceback, "step": key}
+        out.history.append(HistoryEntry(outcome="failed", event=event, duration_ms=duration, error=error, **base))
+        out.failed = {"step": key, "config": wait.get("config"), "attempt": wait["attempt"]}
+        out.error = error
+    else:
+        out.history.append(HistoryEntry(outcome="resumed", event=event, duration_ms=duration, **base))
+        _complete(definition, out, key, routed)
+    out.updated_at = now
+    _settle(definition, out)
+    return out
+
+
+def due(instance: Instance, now: datetime) -> list[str]:
+    """Keys of the timers and retries of ``instance`` due at ``now``."""
+    if instance.status not in ("waiting", "running"):
+        return []
+    return [k for k, w in instance.waits.items() if w.get("due_at") and datetime.fromisoformat(w["due_at"]) <= now]
+
+
+def fire_due(definition: WorkflowDefinition, instance: Instance, now: datetime) -> tuple[Instance, list[dict]]:
+    """Fire every due timer (resume with ``timeout``) and due retry (re-activate the step)."""
+    out = instance
+    fired = []
+    for key in due(instance, now):
+        wait = out.waits[key]
+        if wait["kind"] == "timer":
+            out = _resume_step(definition, out, key, "timeout", now)
+        else:
+            out = out.copy()
+            out.waits.pop(key)
+            out.active.append(_entry(key, wait.get("config"), wait["attempt"], wait.get("first_attempt")))
+            out.updated_at = now
+            _settle(definition, out)
+        fired.append({"id": instance.id, "run": instance.run, "step": key, "kind": wait["kind"], "due_at": wait["due_at"]})
+    return out, fired
+
+
+def cancel(instance: Instance, now: datetime) -> Instance:
+    """Cancel an active instance, dropping its timers; ``NotCancellable`` once it has finished."""
+    if not instance.is_active:
+        raise NotCancellable(f"instance {instance.id} is {instance.status}; only pending, running or waiting instances can be cancelled")
+    out = instance.copy()
+    for entry in out.active:
+        out.history.append(HistoryEntry(entry["step"], "cancelled", attempt=entry["attempt"], finished_at=now))
+    for key, wait in out.waits.items():
+        out.history.append(HistoryEntry(key, "cancelled", attempt=wait["attempt"], finished_at=now))
+    out.active, out.waits, out.arrived = [], {}, {}
+    out.status = "cancelled"
+    out.lease = None
+    out.updated_at = now
+    return out
+
+
+def retry(definition: WorkflowDefinition, instance: Instance, now: datetime) -> Instance:
+    """Put the failed step of a failed instance back in front, as a new series of attempts."""
+    if instance.status != "failed" or not instance.failed:
+        raise NotRetryable(f"instance {instance.id} is {instance.status}; only failed instances can be retried")
+    out = instance.copy()
+    failed = out.failed
+    attempt = failed["attempt"] + 1
+    out.active.insert(0, _entry(failed["step"], failed.get("config"), attempt, attempt))
+    out.failed = None
+    out.error = None
+    out.updated_at = now
+    _settle(definition, out)
+    return out

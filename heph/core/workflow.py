@@ -1,0 +1,213 @@
+"""``Workflow`` and ``VersionedWorkflow``: validated when the class is defined, registered by name."""
+
+from __future__ import annotations
+
+import builtins
+import dataclasses
+import sys
+from typing import Any, ClassVar
+
+from heph.core import validation
+from heph.core.definition import Unique, WorkflowDefinition
+from heph.errors import InvalidVersion, WorkflowDefinitionError
+
+_REGISTRY: dict[str, type] = {}
+
+
+def registry() -> dict[str, type]:
+    """Every registered workflow (plain or umbrella) by name."""
+    return dict(_REGISTRY)
+
+
+def lookup(name: str) -> type | None:
+    """The registered workflow called ``name``, or None."""
+    return _REGISTRY.get(name)
+
+
+def _register(cls: type, name: str, problems: list[str]) -> None:
+    other = _REGISTRY.get(name)
+    if other is not None and (other.__module__, other.__qualname__) != (cls.__module__, cls.__qualname__):
+        problems.append(
+            f"workflow name {name!r} is already used by {other.__module__}.{other.__qualname__} "
+            f"({other.__heph_file__}:{other.__heph_line__}): set a different name = \"...\""
+        )
+        return
+    _REGISTRY[name] = cls
+
+
+def _definition_site() -> tuple[str, int]:
+    """File and line of the ``class`` statement being executed (two frames up from the metaclass)."""
+    try:
+        frame = sys._getframe(2)
+        return frame.f_code.co_filename, frame.f_lineno
+    except ValueError:  # pragma: no cover - no caller frame
+        return "?", 0
+
+
+class WorkflowMeta(type):
+    """Moves the ``start`` step aside (``start`` is also the facade), then validates the class."""
+
+    def __new__(mcls, cls_name: str, bases: tuple, namespace: dict, **kwargs: Any):
+        if "start" in namespace and not isinstance(namespace["start"], (classmethod, staticmethod)):
+            namespace["__heph_start__"] = namespace.pop("start")
+        file, line = _definition_site()
+        cls = super().__new__(mcls, cls_name, bases, namespace, **kwargs)
+        cls.__heph_file__, cls.__heph_line__ = file, line
+        if namespace.get("__heph_base__"):
+            return cls
+        cls.__heph_compile__()
+        return cls
+
+
+class _Facade:
+    """The facade API shared by workflows and umbrellas: calls go to the app set with ``heph.use``."""
+
+    __heph_base__ = True
+    unique: ClassVar[Unique | str | None] = None
+    name: ClassVar[str]
+    tags: ClassVar[list[str]] = []
+    metadata: ClassVar[dict] = {}
+
+    @classmethod
+    def __heph_name(cls) -> str:
+        return cls.__dict__.get("name") or cls.__name__.lower()
+
+    @classmethod
+    def _app(cls):
+        from heph.runtime.app import current_app
+
+        return current_app()
+
+    @classmethod
+    def start(cls, value: str, context: dict | None = None, *, version: int | None = None, **options: Any) -> str:
+        """Start an instance for business ``value``; return its id."""
+        return cls._app().start(cls, value, context, version=version, **options)
+
+    @classmethod
+    def resume(cls, value: str, event: str, *, step: str | None = None) -> None:
+        """Hand ``event`` to the waiting instance for ``value``."""
+        cls._app().resume(cls.instance_id(value), event, step=step, workflow=cls)
+
+    @classmethod
+    def get(cls, value: str):
+        """The instance for ``value`` (the active one, else the newest run)."""
+        return cls._app().get(cls.instance_id(value), workflow=cls)
+
+    @classmethod
+    def list(cls, **filters: Any) -> builtins.list:
+        """Instances of this workflow matching ``filters`` (status, status_in, id, version)."""
+        return cls._app().list(workflow=cls, **filters)
+
+    @classmethod
+    def cancel(cls, value: str) -> None:
+        """Cancel the active instance for ``value``."""
+        cls._app().cancel(cls.instance_id(value), workflow=cls)
+
+    @classmethod
+    def retry(cls, value: str) -> None:
+        """Re-run the failed instance for ``value`` from its failed step."""
+        cls._app().retry(cls.instance_id(value), workflow=cls)
+
+    @classmethod
+    def instance_id(cls, value: str) -> str:
+        """``key::value`` for this workflow; with scope ``none`` pass the full id instead."""
+        from heph.core.ids import build_id, check_id
+
+        unique = cls.__heph_unique__
+        if unique.scope == "none" or "::" in value:
+            return check_id(value)
+        return build_id(unique.key, value)
+
+    # -- what the engine and tools use --------------------------------------------------
+
+    @classmethod
+    def definition(cls, version: int | None = None) -> WorkflowDefinition:
+        """The definition of ``version`` (default: the current one); ``InvalidVersion`` if unknown."""
+        versions = cls.__heph_versions__
+        if version is None:
+            version = cls.__heph_current__
+        if version not in versions:
+            raise InvalidVersion(
+                f"workflow {cls.__heph_workflow_name__} has no version {version!r}; "
+                f"known versions: {', '.join(map(str, sorted(versions)))}"
+            )
+        return versions[version]
+
+    @classmethod
+    def resolve_version(cls, explicit: int | None = None, options: dict | None = None) -> int:
+        """Version for a new instance: explicit > ``version_for`` > ``current``."""
+        if explicit is not None:
+            cls.definition(explicit)
+            return explicit
+        return cls.__heph_current__
+
+
+class Workflow(_Facade, metaclass=WorkflowMeta):
+    """A workflow: ``unique``, ``start`` and ``transitions`` (plus optional name, version, tags, metadata).
+
+    The class is validated when it is defined; any problem raises ``WorkflowDefinitionError``.
+    A class that sets ``version`` but no ``unique`` is a version of a ``VersionedWorkflow``.
+    """
+
+    __heph_base__ = True
+    version: ClassVar[int] = 1
+    transitions: ClassVar[dict] = {}
+
+    @classmethod
+    def __heph_compile__(cls) -> None:
+        name = cls.__dict__.get("name") or cls.__name__.lower()
+        is_version_module = "version" in cls.__dict__ and getattr(cls, "unique", None) is None
+        definition, problems = validation.compile_workflow(cls, name=name, unique_required=not is_version_module)
+        problems = validation.located(problems, cls.__heph_file__, cls.__heph_line__, cls.__qualname__)
+        if definition is not None:
+            definition = dataclasses.replace(definition, file=cls.__heph_file__, line=cls.__heph_line__, cls=cls)
+            cls.__heph_definition__ = definition
+            cls.__heph_workflow_name__ = definition.name
+            cls.__heph_unique__ = definition.unique
+            cls.__heph_versions__ = {definition.version: definition}
+            cls.__heph_current__ = definition.version
+            if definition.unique is not None:
+                _register(cls, definition.name, problems)
+        if problems:
+            raise WorkflowDefinitionError(cls.__qualname__, problems)
+
+
+class VersionedWorkflow(_Facade, metaclass=WorkflowMeta):
+    """An umbrella over several versions of one workflow: ``versions``, ``current``, ``version_for``."""
+
+    __heph_base__ = True
+    versions: ClassVar[dict[int, type]] = {}
+    current: ClassVar[int | None] = None
+
+    @classmethod
+    def version_for(cls, versions: builtins.list[int], options: dict) -> int | None:
+        """Override to pick a version from the start options; None means ``current``."""
+        return None
+
+    @classmethod
+    def resolve_version(cls, explicit: int | None = None, options: dict | None = None) -> int:
+        if explicit is not None:
+            cls.definition(explicit)
+            return explicit
+        chosen = cls.version_for(sorted(cls.__heph_versions__), dict(options or {}))
+        if chosen is not None:
+            cls.definition(chosen)
+            return chosen
+        return cls.__heph_current__
+
+    @classmethod
+    def __heph_compile__(cls) -> None:
+        name = cls.__dict__.get("name") or cls.__name__.lower()
+        definitions, unique, problems = validation.compile_versioned(cls, name=name)
+        problems = validation.located(problems, cls.__heph_file__, cls.__heph_line__, cls.__qualname__)
+        if not problems:
+            cls.__heph_workflow_name__ = name
+            cls.__heph_unique__ = unique
+            cls.__heph_versions__ = {
+                number: dataclasses.replace(d, name=name, unique=unique) for number, d in definitions.items()
+            }
+            current = cls.current if cls.current is not None else next(iter(definitions))
+            cls.__heph_current__ = current
+            _register(cls, name, problems)
+        if problems:
+            raise WorkflowDefinitionError(cls.__qualname__, problems)
