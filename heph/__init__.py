@@ -7,6 +7,10 @@ from heph.core.definition import Dynamic, Unique
 from heph.core.instance import Context, HistoryEntry, Instance
 from heph.core.steps import ASYNC, Debug, Done, Error, Retry, Step, Wait, WaitForEvent
 from heph.core.workflow import VersionedWorkflow, Workflow
+from heph.runtime.app import Hephaestus, current_app, use
+from heph.runtime.clock import ManualClock, SystemClock
+from heph.runtime.storage import JsonFileStorage, MemoryStorage, Storage
+from heph.runtime.telemetry import on
 from heph.errors import (
     AlreadyRunning,
     HephError,
@@ -28,4 +32,6 @@ __all__ = [
     "HistoryEntry", "Instance", "InstanceNotFound", "InvalidContext", "InvalidEvent", "InvalidId",
     "InvalidVersion", "NotCancellable", "NotRetryable", "Retry", "Step", "StorageError", "Unique",
     "VersionedWorkflow", "Wait", "WaitForEvent", "Workflow", "WorkflowDefinitionError",
+    "Hephaestus", "JsonFileStorage", "ManualClock", "MemoryStorage", "Storage", "SystemClock",
+    "current_app", "on", "use",
 ]

@@ -131,7 +131,7 @@ def interpret(definition: WorkflowDefinition, key: str, result: object, context:
         metadata = to_json(metadata) if metadata is not None else None
     except NotJsonSafe as exc:
         return Failed("heph.NotSerializable", f"step {key} returned data that cannot be stored as JSON: {exc}")
-    routed = route(definition, key, event, Context(context.initial, {**context.steps, **({key: updates} if updates else {})}))
+    routed = route(definition, key, event, Context(context.initial, {**context.steps, **({key: updates} if updates is not None else {})}))
     if isinstance(routed, Failed):
         return routed
     return Completed(event, updates, metadata, routed)

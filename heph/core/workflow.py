@@ -84,9 +84,9 @@ class _Facade:
         return cls._app().start(cls, value, context, version=version, **options)
 
     @classmethod
-    def resume(cls, value: str, event: str, *, step: str | None = None) -> None:
-        """Hand ``event`` to the waiting instance for ``value``."""
-        cls._app().resume(cls.instance_id(value), event, step=step, workflow=cls)
+    def resume(cls, value: str, event: str, *, step: str | None = None):
+        """Hand ``event`` to the waiting instance for ``value``; returns the updated instance."""
+        return cls._app().resume(cls.instance_id(value), event, step=step, workflow=cls)
 
     @classmethod
     def get(cls, value: str):
@@ -99,14 +99,14 @@ class _Facade:
         return cls._app().list(workflow=cls, **filters)
 
     @classmethod
-    def cancel(cls, value: str) -> None:
-        """Cancel the active instance for ``value``."""
-        cls._app().cancel(cls.instance_id(value), workflow=cls)
+    def cancel(cls, value: str):
+        """Cancel the active instance for ``value``; returns it."""
+        return cls._app().cancel(cls.instance_id(value), workflow=cls)
 
     @classmethod
-    def retry(cls, value: str) -> None:
-        """Re-run the failed instance for ``value`` from its failed step."""
-        cls._app().retry(cls.instance_id(value), workflow=cls)
+    def retry(cls, value: str):
+        """Re-run the failed instance for ``value`` from its failed step; returns it."""
+        return cls._app().retry(cls.instance_id(value), workflow=cls)
 
     @classmethod
     def instance_id(cls, value: str) -> str:

@@ -1,0 +1,1 @@
+"""The runtime: the ``Hephaestus`` app, storage adapters, telemetry and the clock."""

@@ -1,0 +1,343 @@
+"""``Hephaestus``: the runtime that runs workflow instances against a storage adapter."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import socket
+from datetime import datetime
+from typing import Any, Iterable
+
+from heph.core import engine
+from heph.core.definition import WorkflowDefinition
+from heph.core.ids import build_id, new_suffix, parse_id
+from heph.core.instance import STATUSES, Instance
+from heph.core.jsonsafe import NotJsonSafe, to_json
+from heph.core.workflow import lookup
+from heph.errors import (
+    AlreadyRunning,
+    HephError,
+    InstanceNotFound,
+    InvalidContext,
+    InvalidId,
+    StorageError,
+)
+from heph.runtime.clock import SystemClock
+from heph.runtime.storage.base import Session, Storage
+from heph.runtime.telemetry import emit
+
+log = logging.getLogger("heph")
+
+MAX_CONTEXT_BYTES = 16 * 1024 * 1024
+_current: Hephaestus | None = None
+
+
+def use(app: Hephaestus | None) -> Hephaestus | None:
+    """Make ``app`` the default app of the workflow facades (``None`` removes it); returns it."""
+    global _current
+    _current = app
+    return app
+
+
+def current_app() -> Hephaestus:
+    """The app set with ``heph.use``; ``HephError`` if there is none."""
+    if _current is None:
+        raise HephError("no heph app is in use: call heph.use(heph.Hephaestus(storage=...)) first")
+    return _current
+
+
+def new_run_id(now: datetime) -> str:
+    """A run id that sorts by creation time: ``20261126T001712123456-a1b2c3``."""
+    return f"{now:%Y%m%dT%H%M%S%f}-{secrets.token_hex(3)}"
+
+
+def check_context(context: object) -> dict:
+    """The start context as plain JSON data, or ``InvalidContext`` saying what is wrong."""
+    if context is None:
+        return {}
+    if not isinstance(context, dict):
+        raise InvalidContext(f"the start context must be a JSON object (a dict), got {type(context).__name__}")
+    try:
+        plain = to_json(context)
+    except NotJsonSafe as exc:
+        raise InvalidContext(f"the start context is not JSON-serialisable: {exc}") from None
+    if len(json.dumps(plain)) > MAX_CONTEXT_BYTES:
+        raise InvalidContext(f"the start context is larger than {MAX_CONTEXT_BYTES // (1024 * 1024)} MB")
+    return plain  # type: ignore[return-value]
+
+
+def _payload(instance: Instance, **extra: Any) -> dict:
+    return {"instance_id": instance.id, "run": instance.run, "workflow": instance.workflow,
+            "version": instance.version, "status": instance.status, **extra}
+
+
+class Hephaestus:
+    """Starts, resumes, inspects, cancels, retries and ticks workflow instances.
+
+    Every state change is one durable write of the instance under its lock;
+    steps run at least once (a step interrupted by a crash runs again).
+    """
+
+    def __init__(self, storage: Storage | None = None, clock: Any = None, lock_timeout: float | None = None):
+        if storage is None:
+            from heph.runtime.storage.jsonfile import JsonFileStorage
+
+            storage = JsonFileStorage(".heph")
+        self.storage = storage
+        self.clock = clock or SystemClock()
+        self.lock_timeout = lock_timeout
+
+    # -- helpers -----------------------------------------------------------------
+
+    def _workflow(self, workflow: Any) -> type:
+        if isinstance(workflow, type) and hasattr(workflow, "__heph_versions__"):
+            return workflow
+        cls = lookup(workflow) if isinstance(workflow, str) else None
+        if cls is None:
+            raise HephError(
+                f"unknown workflow {workflow!r}: define it, and list its module in heph.yaml's workflows"
+            )
+        return cls
+
+    def _definition(self, instance: Instance) -> WorkflowDefinition:
+        return self._workflow(instance.workflow).definition(instance.version)
+
+    def _lease(self) -> dict:
+        return {"pid": os.getpid(), "host": socket.gethostname(), "since": self.clock.now().isoformat()}
+
+    def _session(self, instance_id: str, timeout: float | None = None):
+        return self.storage.session(instance_id, self.lock_timeout if timeout is None else timeout)
+
+    @staticmethod
+    def _pick(runs: list[Instance], instance_id: str, workflow: str | None) -> Instance:
+        if workflow is not None:
+            runs = [r for r in runs if r.workflow == workflow]
+        if not runs:
+            where = f" of workflow {workflow}" if workflow else ""
+            raise InstanceNotFound(f"no instance {instance_id}{where}: check the id, or `heph list` to see instances")
+        active = [r for r in runs if r.is_active]
+        return active[0] if active else runs[0]
+
+    def _name(self, workflow: Any) -> str | None:
+        return None if workflow is None else self._workflow(workflow).__heph_workflow_name__
+
+    # -- running ------------------------------------------------------------------
+
+    def _drive(self, session: Session, definition: WorkflowDefinition, instance: Instance) -> Instance:
+        """Run active steps until the instance completes, fails or waits; write after each step."""
+        lease = instance.lease or self._lease()
+        dirty = False
+        while (entry := engine.next_step(instance)) is not None:
+            if dirty:
+                session.update(instance)
+            key = entry["step"]
+            emit("step.start", _payload(instance, step=key, attempt=entry["attempt"]))
+            started = self.clock.now()
+            outcome = engine.execute_step(definition, instance, entry)
+            finished = self.clock.now()
+            instance = engine.apply_outcome(definition, instance, entry, outcome, started, finished)
+            if instance.status == "running":
+                instance.lease = lease
+            dirty = True
+            duration = round((finished - started).total_seconds() * 1000, 3)
+            info = {"step": key, "attempt": entry["attempt"], "duration_ms": duration}
+            if isinstance(outcome, engine.Completed):
+                emit("step.stop", _payload(instance, event=outcome.event, **info))
+                emit("workflow.transition", _payload(
+                    instance, event=outcome.event, to=[t.key for t in outcome.targets], **info))
+            elif isinstance(outcome, engine.Paused):
+                emit("step.async", _payload(instance, **info))
+            else:
+                log.warning("step %s of %s failed (attempt %s): %s", key, instance.id, entry["attempt"], outcome.message)
+                emit("step.exception", _payload(instance, error=outcome.type, message=outcome.message, **info))
+        if dirty:
+            session.update(instance)
+        self._emit_end(instance)
+        return instance
+
+    def _emit_end(self, instance: Instance) -> None:
+        if instance.status in ("completed", "cancelled"):
+            emit("workflow.stop", _payload(instance, duration_ms=_ms(instance.created_at, instance.updated_at)))
+        elif instance.status == "failed":
+            emit("workflow.exception", _payload(instance, error=(instance.error or {}).get("type"),
+                                                message=(instance.error or {}).get("message")))
+
+    def _recover(self, session: Session, instance: Instance) -> Instance:
+        """Finish the steps of a run left pending/running by a process that died (at-least-once)."""
+        if instance.status not in ("pending", "running"):
+            return instance
+        owner = instance.lease or {}
+        log.warning(
+            "instance %s was interrupted (owner pid %s on %s); running its active steps again",
+            instance.id, owner.get("pid"), owner.get("host"),
+        )
+        resumed = engine.begin(instance, self.clock.now(), self._lease())
+        return self._drive(session, self._definition(resumed), resumed)
+
+    # -- the API --------------------------------------------------------------------
+
+    def start(self, workflow: Any, value: str, context: dict | None = None, *,
+              version: int | None = None, **options: Any) -> str:
+        """Start ``workflow`` for business ``value`` (facade form); returns the instance id."""
+        cls = self._workflow(workflow)
+        unique = cls.__heph_unique__
+        instance_id = build_id(unique.key, value, new_suffix() if unique.scope == "none" else None)
+        return self.start_instance(cls, context, id=instance_id, version=version, options=options)
+
+    def start_instance(self, workflow: Any, context: dict | None = None, *, id: str,
+                       version: int | None = None, options: dict | None = None) -> str:
+        """Start an instance with the full ``id``; run its synchronous steps; return the id.
+
+        ``AlreadyRunning`` if an active instance holds the id in the workflow's uniqueness scope.
+        """
+        cls = self._workflow(workflow)
+        unique = cls.__heph_unique__
+        key, _, suffix = parse_id(id)
+        if key != unique.key:
+            raise InvalidId(f"id {id!r} does not use the business key {unique.key!r} of workflow {cls.__heph_workflow_name__}")
+        if unique.scope == "none" and suffix is None:
+            id = f"{id}::{new_suffix()}"
+        elif unique.scope != "none" and suffix is not None:
+            raise InvalidId(f"id {id!r} has a suffix, but only scope 'none' workflows use 'key::value::suffix' ids")
+        initial = check_context(context)
+        if version is not None and (isinstance(version, bool) or not isinstance(version, int)):
+            raise InvalidId(f"version must be an int, got {version!r}")
+        definition = cls.definition(cls.resolve_version(version, options or {}))
+        now = self.clock.now()
+        instance = engine.begin(engine.new_instance(definition, id, initial, now, new_run_id(now)), now, self._lease())
+        with self._session(id) as session:
+            for other in session.active_runs():
+                if _conflicts(unique.scope, other, definition):
+                    raise AlreadyRunning(
+                        f"{id} is already running ({other.workflow} v{other.version}, status {other.status}); "
+                        f"cancel it or wait until it finishes"
+                    )
+            session.insert(instance)
+            emit("workflow.start", _payload(instance))
+            self._drive(session, definition, instance)
+        return id
+
+    def resume(self, instance_id: str, event: str, *, step: str | None = None, workflow: Any = None) -> Instance:
+        """Hand ``event`` to the waiting step that declares it; returns the updated instance.
+
+        ``InvalidEvent`` (and nothing written) if the instance is not waiting or no waiting step
+        accepts ``event``.
+        """
+        if not isinstance(event, str) or not event:
+            raise HephError(f"invalid event {event!r}: give the event name as a non-empty string")
+        with self._session(instance_id) as session:
+            instance = self._recover(session, self._pick(session.runs(), instance_id, self._name(workflow)))
+            definition = self._definition(instance)
+            resumed = engine.resume(definition, instance, event, self.clock.now(), step)
+            emit("step.resume", _payload(resumed, step=resumed.history[-1].step, event=event))
+            if resumed.status == "running":
+                resumed = engine.begin(resumed, self.clock.now(), self._lease())
+            session.update(resumed)
+            if resumed.status == "running":
+                return self._drive(session, definition, resumed)
+            self._emit_end(resumed)
+            return resumed
+
+    def get(self, instance_id: str, *, workflow: Any = None) -> Instance:
+        """The active run of ``instance_id`` (else its newest run); ``InstanceNotFound`` if none."""
+        parse_id(instance_id)
+        return self._pick(self.storage.runs(instance_id), instance_id, self._name(workflow))
+
+    def runs(self, instance_id: str, *, workflow: Any = None) -> list[Instance]:
+        """Every run of ``instance_id`` (finished ones included), newest first."""
+        parse_id(instance_id)
+        name = self._name(workflow)
+        return [r for r in self.storage.runs(instance_id) if name is None or r.workflow == name]
+
+    def list(self, *, workflow: Any = None, status: str | None = None, status_in: Iterable[str] | None = None,
+             id: str | None = None, version: int | None = None, limit: int | None = None) -> list[Instance]:
+        """Instances matching every given filter, newest first."""
+        statuses: set[str] | None = None
+        if status is not None:
+            statuses = {status}
+        if status_in is not None:
+            statuses = set(status_in) if statuses is None else statuses & set(status_in)
+        for s in statuses or ():
+            if s not in STATUSES:
+                raise HephError(f"unknown status {s!r}; use one of {', '.join(STATUSES)}")
+        if id is not None:
+            parse_id(id)
+        return self.storage.query(statuses=statuses, workflow=self._name(workflow), instance_id=id,
+                                  version=version, limit=limit)
+
+    def cancel(self, instance_id: str, *, workflow: Any = None) -> Instance:
+        """Cancel the active run of ``instance_id``, dropping its timers; ``NotCancellable`` once finished."""
+        with self._session(instance_id) as session:
+            instance = self._pick(session.runs(), instance_id, self._name(workflow))
+            cancelled = engine.cancel(instance, self.clock.now())
+            session.update(cancelled)
+        self._emit_end(cancelled)
+        return cancelled
+
+    def retry(self, instance_id: str, *, workflow: Any = None) -> Instance:
+        """Re-run a failed instance from its failed step; ``NotRetryable`` if it has not failed."""
+        with self._session(instance_id) as session:
+            runs = session.runs()
+            instance = self._pick(runs, instance_id, self._name(workflow))
+            definition = self._definition(instance)
+            retried = engine.retry(definition, instance, self.clock.now())
+            scope = self._workflow(instance.workflow).__heph_unique__.scope
+            for other in runs:
+                if other.run != instance.run and other.is_active and _conflicts(scope, other, definition):
+                    raise AlreadyRunning(f"{instance_id} has another active run; cancel it before retrying this one")
+            retried = engine.begin(retried, self.clock.now(), self._lease())
+            session.update(retried)
+            return self._drive(session, definition, retried)
+
+    def tick(self) -> list[dict]:
+        """Fire every due timer and retry, and finish runs interrupted by a dead process.
+
+        Returns one dict per action (``id``, ``run``, ``step``, ``kind``: timer/retry/recovered).
+        Runs busy in another process are skipped (the next tick gets them).
+        """
+        actions: list[dict] = []
+        for ref in self.storage.interrupted():
+            try:
+                with self._session(ref.id, timeout=0) as session:
+                    match = [r for r in session.runs() if r.run == ref.run]
+                    if match and match[0].status in ("pending", "running"):
+                        steps = [a["step"] for a in match[0].active]
+                        self._recover(session, match[0])
+                        actions.append({"id": ref.id, "run": ref.run, "step": ",".join(steps), "kind": "recovered"})
+            except StorageError as exc:
+                log.info("tick skipped %s: %s", ref.id, exc)
+        now = self.clock.now()
+        for ref in self.storage.due(now):
+            try:
+                with self._session(ref.id, timeout=0) as session:
+                    match = [r for r in session.runs() if r.run == ref.run]
+                    if not match:
+                        continue
+                    definition = self._definition(match[0])
+                    fired_instance, fired = engine.fire_due(definition, match[0], now)
+                    if not fired:
+                        continue
+                    if fired_instance.status == "running":
+                        fired_instance = engine.begin(fired_instance, now, self._lease())
+                    session.update(fired_instance)
+                    actions.extend(fired)
+                    self._drive(session, definition, fired_instance)
+            except StorageError as exc:
+                log.info("tick skipped %s: %s", ref.id, exc)
+        for action in actions:
+            log.info("tick: %s %s of %s", action["kind"], action["step"], action["id"])
+        return actions
+
+
+def _conflicts(scope: str, other: Instance, definition: WorkflowDefinition) -> bool:
+    if scope == "global" or scope == "none":
+        return True
+    if scope == "version":
+        return other.workflow == definition.name and other.version == definition.version
+    return other.workflow == definition.name
+
+
+def _ms(a: datetime, b: datetime) -> float:
+    return round((b - a).total_seconds() * 1000, 3)

@@ -1,0 +1,358 @@
+"""``JsonFileStorage``: one human-readable JSON file per run, atomic durable writes, file locks.
+
+Layout under the storage directory (directories 0700, files 0600)::
+
+    instances/<key~value>/<run>.json   one file per run of an instance id
+    instances/<key~value>/.lock         the id's lock (filelock): every read-modify-write holds it
+    index/status/<status>/<key~value>~<run>~<workflow>~<version>   empty marker files
+    index/due/<yyyymmddThhmmssffffff>~<key~value>~<run>              timers and retries
+    index/FORMAT                        written last by a rebuild: the index is complete
+
+A write adds the new state's markers, then atomically replaces the instance file
+(temporary file, fsync, rename, fsync of the directory), then removes the old
+state's markers. The index is therefore always a superset of the truth: readers
+re-check every hit against the instance file, markers cost no fsync, and a
+missing index is rebuilt from the instance files.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from heph.core.ids import check_id
+from heph.core.instance import STATUSES, Instance
+from heph.errors import StorageError
+from heph.runtime.storage.base import RunRef, Session, Storage
+
+log = logging.getLogger("heph")
+
+STORE_FORMAT = "heph-json-store 1\n"
+INDEX_FORMAT = "heph-index 1\n"
+MAX_FILE_BYTES = 64 * 1024 * 1024
+_DUE_FORMAT = "%Y%m%dT%H%M%S%f"
+
+
+def id_dir_name(instance_id: str) -> str:
+    """The directory name of an id: ``orderid::order42`` -> ``orderid~order42``."""
+    return check_id(instance_id).replace("::", "~")
+
+
+def _id_from_dir(name: str) -> str:
+    return name.replace("~", "::")
+
+
+def _due_name(due_at: str) -> str:
+    return datetime.fromisoformat(due_at).astimezone(timezone.utc).strftime(_DUE_FORMAT)
+
+
+def _is_run_name(name: str) -> bool:
+    return name.endswith(".json") and not name.startswith(".")
+
+
+def write_durably(path: Path, data: bytes, new_dir: bool = False) -> None:
+    """Replace ``path`` with ``data`` atomically: temp file, fsync, rename, fsync of the directory."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+    if new_dir:
+        _fsync_dir(path.parent.parent)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def encode(instance: Instance) -> bytes:
+    """The file content of a run: indented JSON, UTF-8."""
+    return json.dumps(instance.to_dict(), indent=1, ensure_ascii=False).encode("utf-8")
+
+
+def read_instance(path: Path) -> Instance:
+    """Parse one instance file; ``StorageError`` naming the file if it is unreadable or corrupt."""
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(MAX_FILE_BYTES + 1)
+    except OSError as exc:
+        raise StorageError(f"cannot read instance file {path}: {exc.strerror}") from None
+    if len(data) > MAX_FILE_BYTES:
+        raise StorageError(f"instance file {path} is larger than {MAX_FILE_BYTES} bytes; refusing to load it")
+    try:
+        instance = Instance.from_dict(json.loads(data))
+    except (ValueError, RecursionError) as exc:
+        raise StorageError(
+            f"instance file {path} is corrupt ({str(exc)[:200]}); it was left untouched: "
+            f"move it aside or run `heph doctor --repair`"
+        ) from None
+    if path.stem != instance.run or path.parent.name != instance.id.replace("::", "~"):
+        raise StorageError(f"instance file {path} holds run {instance.run} of {instance.id}, which belongs elsewhere")
+    return instance
+
+
+class _FileSession(Session):
+    def __init__(self, store: JsonFileStorage, instance_id: str, directory: Path, new_dir: bool):
+        self._store = store
+        self._id = instance_id
+        self._dir = directory
+        self._new_dir = new_dir
+        self._known: dict[str, Instance] = {}
+
+    def runs(self) -> list[Instance]:
+        found = self._store.runs(self._id)
+        self._known = {r.run: r for r in found}
+        return found
+
+    def insert(self, instance: Instance) -> None:
+        path = self._dir / f"{instance.run}.json"
+        if path.exists():
+            raise StorageError(f"run {instance.run} of {self._id} already exists")
+        self._store._add_markers(instance)
+        write_durably(path, encode(instance), new_dir=self._new_dir)
+        self._new_dir = False
+        self._known[instance.run] = instance
+
+    def update(self, instance: Instance) -> None:
+        path = self._dir / f"{instance.run}.json"
+        old = self._known.get(instance.run) or read_instance(path)
+        new_markers = self._store._markers(instance)
+        old_markers = self._store._markers(old)
+        self._store._touch(new_markers - old_markers)
+        write_durably(path, encode(instance))
+        self._store._remove(old_markers - new_markers)
+        self._known[instance.run] = instance
+
+
+class JsonFileStorage(Storage):
+    """The default store: a directory of JSON files (see the module docstring for the layout)."""
+
+    def __init__(self, path: str | os.PathLike, lock_timeout: float = 30.0):
+        self.root = Path(path)
+        self.instances = self.root / "instances"
+        self.index = self.root / "index"
+        self.lock_timeout = lock_timeout
+
+    # -- layout -----------------------------------------------------------------
+
+    def _ensure_layout(self) -> None:
+        if (self.root / "FORMAT").exists():
+            return
+        for directory in (self.root, self.instances, self.index / "due"):
+            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        for status in STATUSES:
+            (self.index / "status" / status).mkdir(mode=0o700, parents=True, exist_ok=True)
+        if not (self.index / "FORMAT").exists():
+            (self.index / "FORMAT").write_text(INDEX_FORMAT)
+            os.chmod(self.index / "FORMAT", 0o600)
+        write_durably(self.root / "FORMAT", STORE_FORMAT.encode())
+
+    def _marker_name(self, instance: Instance) -> str:
+        return f"{id_dir_name(instance.id)}~{instance.run}~{instance.workflow}~{instance.version}"
+
+    def _markers(self, instance: Instance) -> set[str]:
+        name = self._marker_name(instance)
+        found = {f"status/{instance.status}/{name}"}
+        if instance.status in ("waiting", "running"):
+            for wait in instance.waits.values():
+                if wait.get("due_at"):
+                    found.add(f"due/{_due_name(wait['due_at'])}~{id_dir_name(instance.id)}~{instance.run}")
+        return found
+
+    def _add_markers(self, instance: Instance) -> None:
+        self._touch(self._markers(instance))
+
+    def _touch(self, markers: Iterable[str]) -> None:
+        for marker in markers:
+            try:
+                os.close(os.open(self.index / marker, os.O_CREAT | os.O_WRONLY, 0o600))
+            except FileNotFoundError:
+                (self.index / marker).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+                os.close(os.open(self.index / marker, os.O_CREAT | os.O_WRONLY, 0o600))
+
+    def _remove(self, markers: Iterable[str]) -> None:
+        for marker in markers:
+            try:
+                os.unlink(self.index / marker)
+            except FileNotFoundError:
+                pass
+
+    def _lock(self, directory: Path, timeout: float):
+        from filelock import FileLock
+
+        return FileLock(directory / ".lock", timeout=timeout, mode=0o600, preserve_lock_file=True)
+
+    # -- the contract -------------------------------------------------------------
+
+    @contextmanager
+    def session(self, instance_id: str, timeout: float | None = None) -> Iterator[Session]:
+        from filelock import Timeout
+
+        directory = self.instances / id_dir_name(instance_id)
+        self._ensure_layout()
+        new_dir = not directory.exists()
+        if new_dir:
+            directory.mkdir(mode=0o700, exist_ok=True)
+        lock = self._lock(directory, self.lock_timeout if timeout is None else timeout)
+        try:
+            lock.acquire()
+        except Timeout:
+            raise StorageError(
+                f"instance {instance_id} is busy (another heph process holds its lock); try again later"
+            ) from None
+        try:
+            yield _FileSession(self, instance_id, directory, new_dir)
+        finally:
+            lock.release()
+
+    def runs(self, instance_id: str) -> list[Instance]:
+        directory = self.instances / id_dir_name(instance_id)
+        try:
+            names = sorted((n for n in os.listdir(directory) if _is_run_name(n)), reverse=True)
+        except FileNotFoundError:
+            return []
+        return [read_instance(directory / name) for name in names]
+
+    def _index_ready(self) -> bool:
+        if not self.instances.exists():
+            return False
+        if not (self.index / "FORMAT").exists():
+            log.warning("the index of %s is missing; rebuilding it from the instance files", self.root)
+            self.rebuild_index()
+        return True
+
+    def _listdir(self, directory: Path) -> list[str]:
+        try:
+            return os.listdir(directory)
+        except FileNotFoundError:
+            return []
+
+    def query(
+        self,
+        *,
+        statuses: Iterable[str] | None = None,
+        workflow: str | None = None,
+        instance_id: str | None = None,
+        version: int | None = None,
+        limit: int | None = None,
+    ) -> list[Instance]:
+        wanted = set(statuses) if statuses is not None else set(STATUSES)
+        if instance_id is not None:
+            candidates = [(instance_id, run) for run in self._run_names(instance_id)]
+        else:
+            if not self._index_ready():
+                return []
+            hits: set[tuple[str, str]] = set()
+            for status in wanted & set(STATUSES):
+                for name in self._listdir(self.index / "status" / status):
+                    parts = name.split("~")
+                    if len(parts) < 4:
+                        continue
+                    wf, ver, run = parts[-2], parts[-1], parts[-3]
+                    if workflow is not None and wf != workflow:
+                        continue
+                    if version is not None and ver != str(version):
+                        continue
+                    hits.add((_id_from_dir("~".join(parts[:-3])), run))
+            candidates = sorted(hits, key=lambda h: h[1], reverse=True)
+        found: list[Instance] = []
+        for cid, run in candidates:
+            try:
+                instance = read_instance(self.instances / id_dir_name(cid) / f"{run}.json")
+            except StorageError as exc:
+                if (self.instances / id_dir_name(cid) / f"{run}.json").exists():
+                    log.warning("skipping: %s", exc)
+                continue
+            if (
+                instance.status in wanted
+                and (workflow is None or instance.workflow == workflow)
+                and (version is None or instance.version == version)
+            ):
+                found.append(instance)
+                if limit is not None and len(found) >= limit:
+                    break
+        return found
+
+    def _run_names(self, instance_id: str) -> list[str]:
+        directory = self.instances / id_dir_name(instance_id)
+        return sorted((n[:-5] for n in self._listdir(directory) if _is_run_name(n)), reverse=True)
+
+    def due(self, now: datetime) -> list[RunRef]:
+        if not self._index_ready():
+            return []
+        limit = now.astimezone(timezone.utc).strftime(_DUE_FORMAT)
+        refs = set()
+        for name in self._listdir(self.index / "due"):
+            stamp, _, rest = name.partition("~")
+            if stamp <= limit and "~" in rest:
+                id_part, _, run = rest.rpartition("~")
+                refs.add(RunRef(_id_from_dir(id_part), run))
+        return sorted(refs)
+
+    def interrupted(self) -> list[RunRef]:
+        if not self._index_ready():
+            return []
+        refs = set()
+        for status in ("pending", "running"):
+            for name in self._listdir(self.index / "status" / status):
+                parts = name.split("~")
+                if len(parts) >= 4:
+                    refs.add(RunRef(_id_from_dir("~".join(parts[:-3])), parts[-3]))
+        return sorted(refs)
+
+    # -- maintenance -------------------------------------------------------------
+
+    def rebuild_index(self) -> dict:
+        """Make the index match the instance files (each id under its lock); return counts."""
+        self._ensure_layout()
+        for status in STATUSES:
+            (self.index / "status" / status).mkdir(mode=0o700, parents=True, exist_ok=True)
+        (self.index / "due").mkdir(mode=0o700, exist_ok=True)
+        from filelock import FileLock
+
+        stats = {"instances": 0, "added": 0, "removed": 0, "corrupt": 0}
+        with FileLock(self.index / ".lock", mode=0o600, preserve_lock_file=True):
+            existing: dict[str, set[str]] = {}
+            for sub in ["due"] + [f"status/{s}" for s in STATUSES]:
+                for name in self._listdir(self.index / sub):
+                    owner = name.split("~", 1)[1].rsplit("~", 1)[0] if sub == "due" else name.rsplit("~", 3)[0]
+                    existing.setdefault(owner, set()).add(f"{sub}/{name}")
+            dirs = set(self._listdir(self.instances)) | set(existing)
+            for dir_name in sorted(dirs):
+                directory = self.instances / dir_name
+                if not directory.is_dir():
+                    self._remove(existing.get(dir_name, ()))
+                    stats["removed"] += len(existing.get(dir_name, ()))
+                    continue
+                with self._lock(directory, self.lock_timeout):
+                    wanted: set[str] = set()
+                    for name in self._listdir(directory):
+                        if not _is_run_name(name):
+                            continue
+                        try:
+                            wanted |= self._markers(read_instance(directory / name))
+                            stats["instances"] += 1
+                        except StorageError:
+                            stats["corrupt"] += 1
+                    have = existing.get(dir_name, set())
+                    self._touch(wanted - have)
+                    self._remove(have - wanted)
+                    stats["added"] += len(wanted - have)
+                    stats["removed"] += len(have - wanted)
+            (self.index / "FORMAT").write_text(INDEX_FORMAT)
+        return stats
