@@ -360,7 +360,8 @@ def compile_workflow(cls: type, *, name: str, unique_required: bool) -> tuple[Wo
                 f"{'are' if len(unreachable) > 1 else 'is'} unreachable from start: "
                 f"route to {'them' if len(unreachable) > 1 else 'it'} or remove the transitions"
             )
-    check_fan_out_convergence(routes, reach, problems)
+    terminals = frozenset(k for k, s in steps.items() if issubclass(s, Done))
+    check_fan_out_convergence(routes, reach, problems, terminals)
 
     if problems.items or start is None:
         return None, problems.items
@@ -383,16 +384,19 @@ def compile_workflow(cls: type, *, name: str, unique_required: bool) -> tuple[Wo
 
 
 def check_fan_out_convergence(
-    routes: dict[str, dict[str, Route]], reach: dict[str, frozenset[str]], problems: Problems
+    routes: dict[str, dict[str, Route]],
+    reach: dict[str, frozenset[str]],
+    problems: Problems,
+    terminals: frozenset[str] = frozenset({"done"}),
 ) -> None:
-    """Every fan-out's branches must meet at a common step before ``Done``."""
+    """Every fan-out's branches must meet at a common step before ``Done`` (any of the ``terminals``)."""
     for source, by_event in routes.items():
         for event, route in by_event.items():
             if route.dynamic is not None or len(route.targets) < 2:
                 continue
             meeting = None
             for target in route.targets:
-                downstream = ({target.key} | reach.get(target.key, frozenset())) - {"done"}
+                downstream = ({target.key} | reach.get(target.key, frozenset())) - terminals
                 meeting = downstream if meeting is None else meeting & downstream
             if not meeting:
                 names = ", ".join(t.key for t in route.targets)

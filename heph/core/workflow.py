@@ -12,6 +12,29 @@ from heph.core.definition import Unique, WorkflowDefinition
 from heph.errors import InvalidVersion, WorkflowDefinitionError
 
 _REGISTRY: dict[str, type] = {}
+_collected: list[WorkflowDefinitionError] | None = None
+
+
+class collect_errors:
+    """Within this block a broken workflow class records its ``WorkflowDefinitionError`` in
+    ``errors`` instead of raising, so ``heph check`` can report every class of a module."""
+
+    def __enter__(self) -> builtins.list[WorkflowDefinitionError]:
+        global _collected
+        self._previous, _collected = _collected, []
+        return _collected
+
+    def __exit__(self, *exc: object) -> None:
+        global _collected
+        _collected = self._previous
+
+
+def _fail(cls: type, problems: builtins.list[str]) -> None:
+    error = WorkflowDefinitionError(cls.__qualname__, problems)
+    error.file, error.line = cls.__heph_file__, cls.__heph_line__  # type: ignore[attr-defined]
+    if _collected is None:
+        raise error
+    _collected.append(error)
 
 
 def registry() -> dict[str, type]:
@@ -169,7 +192,7 @@ class Workflow(_Facade, metaclass=WorkflowMeta):
             if definition.unique is not None:
                 _register(cls, definition.name, problems)
         if problems:
-            raise WorkflowDefinitionError(cls.__qualname__, problems)
+            _fail(cls, problems)
 
 
 class VersionedWorkflow(_Facade, metaclass=WorkflowMeta):
@@ -210,4 +233,4 @@ class VersionedWorkflow(_Facade, metaclass=WorkflowMeta):
             cls.__heph_current__ = current
             _register(cls, name, problems)
         if problems:
-            raise WorkflowDefinitionError(cls.__qualname__, problems)
+            _fail(cls, problems)

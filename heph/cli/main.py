@@ -1,0 +1,432 @@
+"""The ``heph`` command: parse, load the project, call ``Hephaestus``, print (rich or ``--json``).
+
+Every refused command prints one line on stderr (``--json``: ``{"error": {...}}`` on stdout
+too) and exits 1; usage errors exit 2; ``--debug`` shows tracebacks.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Iterator, List, Optional
+
+import typer
+
+from heph.cli.project import CliError, find_config, import_workflows, load_project, read_context
+from heph.errors import HephError
+
+cli = typer.Typer(
+    name="heph",
+    help="heph: durable workflows for Python, driven from the command line.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+JSON_OPTION = typer.Option(False, "--json", help="Machine-readable output on stdout.")
+ID_OPTION = typer.Option(None, "--id", help="The full instance id (key::value[::suffix]) instead of WORKFLOW VALUE.")
+
+
+@dataclass
+class Options:
+    config: Optional[str] = None
+    debug: bool = False
+
+
+_OPTIONS = Options()
+
+
+class UsageError(Exception):
+    """Wrong arguments: printed as a usage error, exit 2."""
+
+
+@cli.callback()
+def main(
+    config: Optional[str] = typer.Option(None, "--config", help="Path of heph.yaml (default: $HEPH_CONFIG, else the nearest heph.yaml)."),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks of refused commands."),
+) -> None:
+    """Start, resume, inspect, cancel and retry workflow instances stored next to your project."""
+    _OPTIONS.config, _OPTIONS.debug = config, debug
+
+
+# -- plumbing ----------------------------------------------------------------------
+
+
+def _options() -> Options:
+    return _OPTIONS
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    lines = text.splitlines()
+    return lines[0] if len(lines) == 1 else f"{lines[0]} {' '.join(l.strip() for l in lines[1:])}"
+
+
+@contextmanager
+def refusals(json_out: bool) -> Iterator[None]:
+    """Turn errors into one clear line (and exit 1); let usage errors and exits through."""
+    try:
+        yield
+    except typer.Exit:
+        raise
+    except UsageError as exc:
+        typer.echo(f"Usage error: {exc} (see --help)", err=True)
+        raise typer.Exit(2) from None
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+    except RecursionError:
+        _refuse(json_out, "invalid_input", "the input is nested too deeply")
+    except HephError as exc:
+        _refuse(json_out, getattr(exc, "code", "error"), _one_line(exc))
+    except Exception as exc:
+        _refuse(json_out, "internal", f"internal error: {type(exc).__name__}: {_one_line(exc)} (rerun with --debug for the traceback)")
+
+
+def _refuse(json_out: bool, code: str, message: str) -> None:
+    if _options().debug:
+        import traceback
+
+        traceback.print_exc()
+    if json_out:
+        typer.echo(json.dumps({"error": {"code": code, "message": message}}))
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(1)
+
+
+def _project(collect: bool = False):
+    project = load_project(find_config(_options().config))
+    problems = import_workflows(project, collect=collect)
+    return project, problems
+
+
+def _app(project):
+    from heph.runtime.app import Hephaestus
+    from heph.runtime.storage.jsonfile import JsonFileStorage
+
+    return Hephaestus(storage=JsonFileStorage(project.storage_path, lock_timeout=project.lock_timeout))
+
+
+def _workflow(name: str):
+    from heph.core.workflow import lookup, registry
+
+    cls = lookup(name)
+    if cls is None:
+        known = ", ".join(sorted(registry())) or "none"
+        raise CliError(f"unknown workflow {name!r}; this project defines: {known}")
+    return cls
+
+
+def _target(workflow: Optional[str], value: Optional[str], full_id: Optional[str]):
+    """(instance id, workflow class or None) from WORKFLOW VALUE or --id."""
+    from heph.core.ids import build_id, check_id
+
+    if full_id is not None:
+        if value is not None:
+            raise UsageError("give either WORKFLOW VALUE or --id FULL_ID, not both")
+        return check_id(full_id), (_workflow(workflow) if workflow else None)
+    if workflow is None or value is None:
+        raise UsageError("give WORKFLOW VALUE (or --id FULL_ID)")
+    cls = _workflow(workflow)
+    unique = cls.__heph_unique__
+    if unique.scope == "none" and "::" not in value:
+        raise CliError(f"workflow {workflow} uses scope 'none': pass --id {unique.key}::{value}::<suffix> (see heph list)")
+    return (check_id(value) if "::" in value else build_id(unique.key, value)), cls
+
+
+def _summary(inst) -> dict:
+    from heph.core.instance import to_iso
+
+    out = {
+        "id": inst.id, "run": inst.run, "workflow": inst.workflow, "version": inst.version,
+        "status": inst.status, "waiting": inst.waiting, "next_due_at": to_iso(inst.next_due_at),
+        "created_at": to_iso(inst.created_at), "updated_at": to_iso(inst.updated_at),
+    }
+    if inst.error:
+        out["error"] = {"step": inst.error.get("step"), "type": inst.error.get("type"), "message": inst.error.get("message")}
+    return out
+
+
+def _describe(inst, verb: str) -> str:
+    line = f"{verb} {inst.id} ({inst.workflow} v{inst.version}): {inst.status}"
+    if inst.status == "waiting":
+        line += f", waiting on {', '.join(inst.waiting)}"
+        if inst.next_due_at:
+            line += f" (next due {inst.next_due_at:%Y-%m-%d %H:%M:%S} UTC)"
+    if inst.error:
+        line += f" in step {inst.error.get('step')}: {inst.error.get('message')}"
+    return line
+
+
+def _emit(json_out: bool, data, text: str) -> None:
+    typer.echo(json.dumps(data, ensure_ascii=False) if json_out else text)
+
+
+# -- commands ------------------------------------------------------------------------
+
+
+@cli.command()
+def check(json_out: bool = JSON_OPTION) -> None:
+    """Import every workflow module, validate every workflow, list them and every error."""
+    with refusals(json_out):
+        from heph.core.workflow import registry
+
+        _, problems = _project(collect=True)
+        rows = []
+        for name, cls in sorted(registry().items()):
+            versions = sorted(cls.__heph_versions__)
+            current = cls.definition()
+            rows.append({"name": name, "key": cls.__heph_unique__.key, "scope": cls.__heph_unique__.scope,
+                         "versions": versions, "current": cls.__heph_current__, "steps": len(current.steps),
+                         "tags": list(current.tags), "file": current.file, "line": current.line})
+        if json_out:
+            typer.echo(json.dumps({"workflows": rows, "errors": problems, "ok": not problems}))
+        else:
+            from heph.cli import render
+
+            out = render.console()
+            out.print(render.check_table(rows))
+            for problem in problems:
+                out.print(f"[red]error[/red] {problem['file']}:{problem['line']}: {problem['message']}", markup=True, highlight=False)
+            out.print(f"{len(rows)} workflow(s), {len(problems)} error(s)")
+        if problems:
+            if not json_out:
+                typer.echo(f"error: {len(problems)} definition problem(s) found", err=True)
+            raise typer.Exit(1)
+
+
+@cli.command()
+def start(
+    workflow: str = typer.Argument(..., help="Workflow name."),
+    value: Optional[str] = typer.Argument(None, help="Business value: [a-z0-9]+ or a lower-case UUID."),
+    context: Optional[str] = typer.Option(None, "--context", help="JSON file with the start context ('-' for stdin)."),
+    context_json: Optional[str] = typer.Option(None, "--context-json", help="The start context as inline JSON."),
+    version: Optional[int] = typer.Option(None, "--version", help="Start this version (default: version_for, else current)."),
+    full_id: Optional[str] = ID_OPTION,
+    json_out: bool = JSON_OPTION,
+) -> None:
+    """Start an instance; print its id and resulting status."""
+    with refusals(json_out):
+        if (value is None) == (full_id is None):
+            raise UsageError("give VALUE or --id FULL_ID (one of them)")
+        initial = read_context(context, context_json)
+        project, _ = _project()
+        cls = _workflow(workflow)
+        app = _app(project)
+        if full_id is not None:
+            instance_id = app.start_instance(cls, initial, id=full_id, version=version)
+        else:
+            instance_id = app.start(cls, value, initial, version=version)
+        inst = app.get(instance_id, workflow=cls)
+        _emit(json_out, _summary(inst), _describe(inst, "started"))
+
+
+@cli.command()
+def resume(
+    args: List[str] = typer.Argument(..., metavar="WORKFLOW VALUE EVENT", help="WORKFLOW VALUE EVENT, or EVENT with --id."),
+    step: Optional[str] = typer.Option(None, "--step", help="The waiting step to resume when several accept EVENT."),
+    full_id: Optional[str] = ID_OPTION,
+    json_out: bool = JSON_OPTION,
+) -> None:
+    """Resume a waiting instance with EVENT."""
+    with refusals(json_out):
+        if full_id is not None and len(args) in (1, 2):
+            workflow, value, event = (args[0] if len(args) == 2 else None), None, args[-1]
+        elif full_id is None and len(args) == 3:
+            workflow, value, event = args
+        else:
+            raise UsageError("usage: heph resume WORKFLOW VALUE EVENT  (or: heph resume --id FULL_ID EVENT)")
+        project, _ = _project()
+        instance_id, cls = _target(workflow, value, full_id)
+        inst = _app(project).resume(instance_id, event, step=step, workflow=cls)
+        _emit(json_out, _summary(inst), _describe(inst, "resumed"))
+
+
+@cli.command()
+def show(
+    workflow: Optional[str] = typer.Argument(None, help="Workflow name."),
+    value: Optional[str] = typer.Argument(None, help="Business value."),
+    full_id: Optional[str] = ID_OPTION,
+    run: Optional[str] = typer.Option(None, "--run", help="Show this run of the id (default: the active one, else the newest)."),
+    json_out: bool = JSON_OPTION,
+) -> None:
+    """Show status, waiting steps and timers, context, runtime metadata, history and error."""
+    with refusals(json_out):
+        project, _ = _project()
+        instance_id, cls = _target(workflow, value, full_id)
+        app = _app(project)
+        runs = app.runs(instance_id, workflow=cls)
+        inst = app.get(instance_id, workflow=cls)
+        if run is not None:
+            chosen = [r for r in runs if r.run == run]
+            if not chosen:
+                raise CliError(f"{instance_id} has no run {run!r}; runs: {', '.join(r.run for r in runs)}")
+            inst = chosen[0]
+        if json_out:
+            typer.echo(json.dumps({**inst.to_dict(), "runs": [r.run for r in runs]}, ensure_ascii=False))
+        else:
+            from heph.cli import render
+
+            render.show(render.console(), inst, runs=len(runs))
+
+
+@cli.command("list")
+def list_(
+    workflow: Optional[str] = typer.Option(None, "--workflow", "-w", help="Only this workflow."),
+    status: Optional[List[str]] = typer.Option(None, "--status", "-s", help="Only these statuses (repeatable)."),
+    full_id: Optional[str] = typer.Option(None, "--id", help="Every run of this instance id."),
+    version: Optional[int] = typer.Option(None, "--version", help="Only this version."),
+    limit: int = typer.Option(50, "--limit", min=1, help="At most this many rows (newest first)."),
+    json_out: bool = JSON_OPTION,
+) -> None:
+    """List instances, newest first."""
+    with refusals(json_out):
+        project, _ = _project()
+        if workflow is not None:
+            _workflow(workflow)
+        found = _app(project).list(workflow=workflow, status_in=status or None, id=full_id, version=version, limit=limit)
+        if json_out:
+            typer.echo(json.dumps({"instances": [_summary(i) for i in found]}))
+        else:
+            from heph.cli import render
+
+            out = render.console()
+            out.print(render.list_table(found))
+            more = " (--limit reached)" if len(found) == limit else ""
+            out.print(f"{len(found)} instance(s){more}", style="dim")
+
+
+@cli.command()
+def cancel(
+    workflow: Optional[str] = typer.Argument(None, help="Workflow name."),
+    value: Optional[str] = typer.Argument(None, help="Business value."),
+    full_id: Optional[str] = ID_OPTION,
+    json_out: bool = JSON_OPTION,
+) -> None:
+    """Cancel an active instance (its timers are dropped)."""
+    with refusals(json_out):
+        project, _ = _project()
+        instance_id, cls = _target(workflow, value, full_id)
+        inst = _app(project).cancel(instance_id, workflow=cls)
+        _emit(json_out, _summary(inst), _describe(inst, "cancelled"))
+
+
+@cli.command()
+def retry(
+    workflow: Optional[str] = typer.Argument(None, help="Workflow name."),
+    value: Optional[str] = typer.Argument(None, help="Business value."),
+    full_id: Optional[str] = ID_OPTION,
+    json_out: bool = JSON_OPTION,
+) -> None:
+    """Re-run a failed instance from its failed step."""
+    with refusals(json_out):
+        project, _ = _project()
+        instance_id, cls = _target(workflow, value, full_id)
+        inst = _app(project).retry(instance_id, workflow=cls)
+        _emit(json_out, _summary(inst), _describe(inst, "retried"))
+
+
+@cli.command()
+def graph(
+    workflow: str = typer.Argument(..., help="Workflow name."),
+    fmt: str = typer.Option("tree", "--format", "-f", help="tree (terminal), mermaid or dot."),
+    instance: Optional[str] = typer.Option(None, "--instance", help="Mark the steps of this instance (business value or full id)."),
+    version: Optional[int] = typer.Option(None, "--version", help="Draw this version (default: current, or the instance's)."),
+    json_out: bool = JSON_OPTION,
+) -> None:
+    """Draw the workflow's DAG; with --instance, mark completed, active, waiting and failed steps."""
+    with refusals(json_out):
+        from heph.cli import graph as drawing
+
+        if fmt not in ("tree", "mermaid", "dot"):
+            raise UsageError(f"--format must be tree, mermaid or dot, not {fmt!r}")
+        project, _ = _project()
+        cls = _workflow(workflow)
+        inst = None
+        if instance is not None:
+            instance_id, _ = _target(workflow, instance, None) if "::" not in instance else (instance, cls)
+            inst = _app(project).get(instance_id, workflow=cls)
+            version = version or inst.version
+        definition = cls.definition(version)
+        if json_out:
+            typer.echo(json.dumps(drawing.to_dict(definition, inst)))
+        elif fmt == "mermaid":
+            typer.echo(drawing.to_mermaid(definition, inst), nl=False)
+        elif fmt == "dot":
+            typer.echo(drawing.to_dot(definition, inst), nl=False)
+        else:
+            from heph.cli import render
+
+            render.console().print(drawing.to_tree(definition, inst))
+
+
+@cli.command()
+def tick(json_out: bool = JSON_OPTION) -> None:
+    """Fire due timers and retries once (and finish steps interrupted by a dead process)."""
+    with refusals(json_out):
+        project, _ = _project()
+        actions = _app(project).tick()
+        if json_out:
+            typer.echo(json.dumps({"fired": actions}))
+        else:
+            for a in actions:
+                typer.echo(f"{a['kind']:9} {a['id']}  step {a['step']}")
+            typer.echo(f"fired {len(actions)}")
+
+
+@cli.command()
+def worker(
+    interval: float = typer.Option(1.0, "--interval", min=0.05, help="Seconds between ticks."),
+    iterations: Optional[int] = typer.Option(None, "--iterations", hidden=True, help="Stop after this many ticks (tests)."),
+    json_out: bool = JSON_OPTION,
+) -> None:
+    """Keep firing due timers and retries until SIGINT/SIGTERM (finishing the current write first)."""
+    import signal
+
+    with refusals(json_out):
+        project, _ = _project()
+        app = _app(project)
+        stop = {"now": False}
+
+        def ask_to_stop(signum, frame) -> None:
+            stop["now"] = True
+
+        previous = {sig: signal.signal(sig, ask_to_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+        live = sys.stdout.isatty() and not json_out
+        total = ticks = 0
+        status = None
+        if live:
+            from heph.cli import render
+
+            status = render.console().status("heph worker: waiting for due timers")
+            status.start()
+        try:
+            while not stop["now"] and (iterations is None or ticks < iterations):
+                actions = app.tick()
+                ticks += 1
+                total += len(actions)
+                for a in actions:
+                    if json_out:
+                        typer.echo(json.dumps(a))
+                    else:
+                        typer.echo(f"{time.strftime('%H:%M:%S')} {a['kind']:9} {a['id']}  step {a['step']}")
+                if status is not None:
+                    status.update(f"heph worker: {ticks} ticks, {total} fired; next tick in {interval:g}s (Ctrl-C stops)")
+                deadline = time.monotonic() + interval
+                while not stop["now"] and time.monotonic() < deadline and (iterations is None or ticks < iterations):
+                    time.sleep(min(0.05, interval))
+        finally:
+            if status is not None:
+                status.stop()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        if not json_out:
+            typer.echo(f"worker stopped after {ticks} tick(s), {total} fired")
+
+
+def run() -> None:
+    """Console-script entry point."""
+    cli()

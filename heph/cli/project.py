@@ -1,0 +1,209 @@
+"""Finding and loading a project: ``heph.yaml``, its workflow modules and its storage."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import re
+import sys
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from heph.errors import HephError
+
+CONFIG_NAME = "heph.yaml"
+MAX_CONFIG_BYTES = 1024 * 1024
+MAX_CONTEXT_BYTES = 16 * 1024 * 1024
+_MODULE_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*\Z")
+_KNOWN_KEYS = {"workflows", "storage"}
+_STORAGE_KEYS = {"path", "type", "lock_timeout"}
+
+
+class CliError(HephError):
+    """A refused command: one line for stderr."""
+
+    code = "refused"
+
+
+@dataclass
+class Project:
+    """A loaded ``heph.yaml``."""
+
+    config: Path
+    modules: list[str]
+    storage_path: Path
+    lock_timeout: float = 30.0
+    import_errors: list[dict] = field(default_factory=list)
+
+    @property
+    def root(self) -> Path:
+        return self.config.parent
+
+
+def find_config(explicit: str | None) -> Path:
+    """``--config`` > ``$HEPH_CONFIG`` > the nearest ``heph.yaml`` in the working directory or a parent."""
+    given = explicit or os.environ.get("HEPH_CONFIG")
+    if given:
+        path = Path(given)
+        if path.is_dir():
+            path = path / CONFIG_NAME
+        if not path.is_file():
+            source = "--config" if explicit else "$HEPH_CONFIG"
+            raise CliError(f"config file {path} (from {source}) does not exist: give the path of a heph.yaml")
+        return path.resolve()
+    here = Path.cwd().resolve()
+    for directory in (here, *here.parents):
+        candidate = directory / CONFIG_NAME
+        if candidate.is_file():
+            return candidate
+    raise CliError(f"no {CONFIG_NAME} found in {here} or its parents: create one, or pass --config PATH")
+
+
+def load_project(path: Path) -> Project:
+    """Parse and check ``heph.yaml``; ``CliError`` names the first problem."""
+    import yaml
+
+    try:
+        if path.stat().st_size > MAX_CONFIG_BYTES:
+            raise CliError(f"{path} is larger than 1 MB; is it really a heph.yaml?")
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CliError(f"cannot read {path}: {exc}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise CliError(f"{path} is not valid YAML{where}: {getattr(exc, 'problem', None) or exc}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise CliError(f"{path} must be a mapping with 'workflows' and 'storage' keys")
+    unknown = sorted(str(k) for k in data if k not in _KNOWN_KEYS)
+    if unknown:
+        raise CliError(f"{path}: unknown key(s) {', '.join(unknown)}; allowed: workflows, storage")
+    modules = data.get("workflows", [])
+    if not isinstance(modules, list) or not all(isinstance(m, str) and _MODULE_RE.match(m) for m in modules):
+        raise CliError(f"{path}: 'workflows' must be a list of module names such as shop.orders")
+    storage = data.get("storage") or {}
+    if not isinstance(storage, dict):
+        raise CliError(f"{path}: 'storage' must be a mapping such as {{path: .heph}}")
+    unknown = sorted(str(k) for k in storage if k not in _STORAGE_KEYS)
+    if unknown:
+        raise CliError(f"{path}: unknown storage key(s) {', '.join(unknown)}; allowed: path, type, lock_timeout")
+    if storage.get("type", "json") != "json":
+        raise CliError(f"{path}: storage type {storage.get('type')!r} is not supported; use json")
+    store = storage.get("path", ".heph")
+    if not isinstance(store, str) or not store or "\0" in store:
+        raise CliError(f"{path}: storage.path must be a non-empty string")
+    timeout = storage.get("lock_timeout", 30.0)
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 <= timeout <= 3600:
+        raise CliError(f"{path}: storage.lock_timeout must be a number of seconds between 0 and 3600")
+    return Project(config=path, modules=list(modules), storage_path=(path.parent / store), lock_timeout=float(timeout))
+
+
+def import_workflows(project: Project, collect: bool = False) -> list[dict]:
+    """Import the project's workflow modules (the project directory goes on ``sys.path``).
+
+    With ``collect`` every failure is returned (``{"module", "file", "line", "message"}``) and
+    broken workflow classes are reported rather than raised; otherwise the first failure
+    raises ``CliError``.
+    """
+    from heph.core.workflow import collect_errors
+    from heph.errors import WorkflowDefinitionError
+
+    root = str(project.root)
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    problems: list[dict] = []
+    for module in project.modules:
+        with collect_errors() as definition_errors:
+            try:
+                importlib.import_module(module)
+            except WorkflowDefinitionError as exc:
+                definition_errors.append(exc)
+            except ModuleNotFoundError as exc:
+                missing = exc.name or module
+                problems.append({"module": module, "file": str(project.config), "line": 0,
+                                 "message": f"module {module} cannot be imported: no module named {missing!r} "
+                                            f"(check heph.yaml's workflows and the project directory)"})
+            except SyntaxError as exc:
+                problems.append({"module": module, "file": exc.filename or "?", "line": exc.lineno or 0,
+                                 "message": f"module {module} has a syntax error: {exc.msg}"})
+            except Exception as exc:  # the user's module raised while importing
+                frame = traceback.extract_tb(exc.__traceback__)[-1]
+                problems.append({"module": module, "file": frame.filename, "line": frame.lineno or 0,
+                                 "message": f"module {module} raised {type(exc).__name__} on import: {exc}"})
+        for exc in definition_errors:
+            for problem in exc.problems:
+                file, line, message = _split_location(problem)
+                problems.append({"module": module, "file": file, "line": line, "message": message,
+                                 "workflow": exc.workflow})
+    if problems and not collect:
+        first = problems[0]
+        more = f" (and {len(problems) - 1} more problems: run `heph check`)" if len(problems) > 1 else ""
+        raise CliError(f"{first['file']}:{first['line']}: {first['message']}{more}")
+    return problems
+
+
+def _split_location(problem: str) -> tuple[str, int, str]:
+    match = re.match(r"(.*?):(\d+): (.*)\Z", problem, re.S)
+    if not match:
+        return "?", 0, problem
+    return match.group(1), int(match.group(2)), match.group(3)
+
+
+def read_context(file: str | None, inline: str | None) -> dict | None:
+    """The start context from ``--context FILE|-`` or ``--context-json``; ``CliError`` if unusable."""
+    if file is not None and inline is not None:
+        raise CliError("give either --context or --context-json, not both")
+    if file is None and inline is None:
+        return None
+    if inline is not None:
+        return parse_context(inline.encode("utf-8", "surrogatepass"), "--context-json")
+    if file == "-":
+        data = sys.stdin.buffer.read(MAX_CONTEXT_BYTES + 1)
+        source = "standard input"
+    else:
+        try:
+            with open(file, "rb") as fh:
+                data = fh.read(MAX_CONTEXT_BYTES + 1)
+        except OSError as exc:
+            raise CliError(f"cannot read context file {file}: {exc.strerror}") from None
+        source = file
+    return parse_context(data, source)
+
+
+def parse_context(data: bytes, source: str) -> dict:
+    """Strict JSON: UTF-8, no NaN/Infinity, no duplicate keys, an object at the top."""
+    if len(data) > MAX_CONTEXT_BYTES:
+        raise CliError(f"the context in {source} is larger than {MAX_CONTEXT_BYTES // (1024 * 1024)} MB")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise CliError(f"the context in {source} is not valid UTF-8 (byte {exc.start})") from None
+
+    def no_constants(name: str):
+        raise ValueError(f"{name} is not valid JSON")
+
+    def no_duplicates(pairs):
+        seen = {}
+        for key, value in pairs:
+            if key in seen:
+                raise ValueError(f"duplicate key {key!r}")
+            seen[key] = value
+        return seen
+
+    try:
+        value = json.loads(text, parse_constant=no_constants, object_pairs_hook=no_duplicates)
+    except json.JSONDecodeError as exc:
+        raise CliError(f"the context in {source} is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}") from None
+    except ValueError as exc:
+        raise CliError(f"the context in {source} is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise CliError(f"the context in {source} is nested too deeply") from None
+    if not isinstance(value, dict):
+        raise CliError(f"the context in {source} must be a JSON object ({{...}}), got a JSON {type(value).__name__}")
+    return value
