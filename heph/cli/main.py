@@ -185,12 +185,15 @@ def check(json_out: bool = JSON_OPTION) -> None:
         if json_out:
             typer.echo(json.dumps({"workflows": rows, "errors": problems, "ok": not problems}))
         else:
+            from rich.text import Text
+
             from heph.cli import render
 
-            out = render.console()
+            out = render.console(wide=True)
             out.print(render.check_table(rows))
-            for problem in problems:
-                out.print(f"[red]error[/red] {problem['file']}:{problem['line']}: {problem['message']}", markup=True, highlight=False)
+            for problem in problems:  # plain Text: messages hold brackets such as [a-z0-9]+, not markup
+                out.print(Text.assemble(("error", "red"), f" {problem['file']}:{problem['line']}: {problem['message']}"),
+                          soft_wrap=True)
             out.print(f"{len(rows)} workflow(s), {len(problems)} error(s)")
         if problems:
             if not json_out:
@@ -293,7 +296,7 @@ def list_(
         else:
             from heph.cli import render
 
-            out = render.console()
+            out = render.console(wide=True)
             out.print(render.list_table(found))
             more = " (--limit reached)" if len(found) == limit else ""
             out.print(f"{len(found)} instance(s){more}", style="dim")

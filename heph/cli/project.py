@@ -126,16 +126,18 @@ def import_workflows(project: Project, collect: bool = False) -> list[dict]:
                 definition_errors.append(exc)
             except ModuleNotFoundError as exc:
                 missing = exc.name or module
-                problems.append({"module": module, "file": str(project.config), "line": 0,
-                                 "message": f"module {module} cannot be imported: no module named {missing!r} "
-                                            f"(check heph.yaml's workflows and the project directory)"})
+                if module == missing or module.startswith(missing + "."):
+                    problems.append({"module": module, "file": str(project.config),
+                                     "line": _config_line(project, module),
+                                     "message": f"module {module} cannot be imported: no module named {missing!r} "
+                                                f"(check heph.yaml's workflows and the project directory)"})
+                else:  # the listed module exists but imports something missing: point at that import
+                    problems.append(_raised(module, exc))
             except SyntaxError as exc:
                 problems.append({"module": module, "file": exc.filename or "?", "line": exc.lineno or 0,
                                  "message": f"module {module} has a syntax error: {exc.msg}"})
             except Exception as exc:  # the user's module raised while importing
-                frame = traceback.extract_tb(exc.__traceback__)[-1]
-                problems.append({"module": module, "file": frame.filename, "line": frame.lineno or 0,
-                                 "message": f"module {module} raised {type(exc).__name__} on import: {exc}"})
+                problems.append(_raised(module, exc))
         for exc in definition_errors:
             for problem in exc.problems:
                 file, line, message = _split_location(problem)
@@ -146,6 +148,23 @@ def import_workflows(project: Project, collect: bool = False) -> list[dict]:
         more = f" (and {len(problems) - 1} more problems: run `heph check`)" if len(problems) > 1 else ""
         raise CliError(f"{first['file']}:{first['line']}: {first['message']}{more}")
     return problems
+
+
+def _raised(module: str, exc: BaseException) -> dict:
+    """A module that raised on import, located at the frame that raised."""
+    frame = traceback.extract_tb(exc.__traceback__)[-1]
+    return {"module": module, "file": frame.filename, "line": frame.lineno or 0,
+            "message": f"module {module} raised {type(exc).__name__} on import: {exc}"}
+
+
+def _config_line(project: Project, module: str) -> int:
+    """The line of heph.yaml that lists ``module`` (0 if it cannot be found)."""
+    try:
+        lines = project.config.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return 0
+    entry = re.compile(r"\s*-\s*['\"]?" + re.escape(module) + r"['\"]?\s*(#.*)?\Z")
+    return next((number for number, line in enumerate(lines, 1) if entry.match(line)), 0)
 
 
 def _split_location(problem: str) -> tuple[str, int, str]:

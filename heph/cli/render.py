@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from datetime import datetime, timezone
 
 from heph.core.instance import Instance
@@ -13,10 +14,17 @@ STATUS_STYLES = {
 }
 
 
-def console(stderr: bool = False):
+PIPED_TABLE_WIDTH = 200
+
+
+def console(stderr: bool = False, wide: bool = False):
+    """A rich console; ``wide`` tables written to a pipe get room for whole rows (not 80 columns)."""
     from rich.console import Console
 
-    return Console(stderr=stderr, highlight=False, soft_wrap=False)
+    out = Console(stderr=stderr, highlight=False, soft_wrap=False)
+    if wide and not out.is_terminal and "COLUMNS" not in os.environ:
+        out.width = max(out.width, PIPED_TABLE_WIDTH)
+    return out
 
 
 def when(moment: datetime | None) -> str:
@@ -37,7 +45,7 @@ def check_table(rows: list[dict]):
 
     table = Table(title="workflows", title_justify="left", header_style="bold")
     for column in ("name", "key", "scope", "version(s)", "steps", "tags"):
-        table.add_column(column)
+        table.add_column(column, overflow="fold")  # fold, never cut a name to "notification…"
     for row in rows:
         table.add_row(row["name"], row["key"], row["scope"], ", ".join(map(str, row["versions"])),
                       str(row["steps"]), ", ".join(row["tags"]))
@@ -49,7 +57,8 @@ def list_table(instances: list[Instance]):
 
     table = Table(header_style="bold")
     for column in ("id", "workflow", "version", "status", "waiting", "next due", "updated"):
-        table.add_column(column, no_wrap=column in ("id", "updated", "next due"))
+        # only the short columns are no_wrap: long no_wrap columns made rich squeeze the others to zero width
+        table.add_column(column, overflow="fold", no_wrap=column in ("version", "status"))
     for inst in instances:
         table.add_row(inst.id, inst.workflow, str(inst.version), status_text(inst.status),
                       ", ".join(inst.waiting) or "-", when(inst.next_due_at), when(inst.updated_at))

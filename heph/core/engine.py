@@ -15,6 +15,7 @@ from heph.core.definition import Target, WorkflowDefinition
 from heph.core.instance import Context, HistoryEntry, Instance
 from heph.core.jsonsafe import NotJsonSafe, to_json
 from heph.core.steps import ASYNC, Error, Wait
+from heph.core.validation import Problems, check_config
 from heph.errors import InvalidEvent, NotCancellable, NotRetryable
 
 
@@ -157,6 +158,15 @@ def route(definition: WorkflowDefinition, key: str, event: str, context: Context
         picked, config = picked
     for target in chosen.targets:
         if target.step is picked:
+            if config is not None:
+                found = Problems()
+                check_config(target.step, config, found, "config")
+                if found.items:
+                    return Failed(
+                        "heph.InvalidRoute",
+                        f"dynamic route of step {key} on {event!r} returned {_short(picked)} with an invalid "
+                        f"config {_short(config)}: {'; '.join(found.items)}",
+                    )
             return (Target(target.key, target.step, config if config is not None else target.config),)
     allowed = ", ".join(t.step.__qualname__ for t in chosen.targets)
     return Failed(

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import os
 import re
-import secrets
 
 KEY_RE = re.compile(r"[a-z0-9]+\Z")
 _PLAIN_VALUE_RE = re.compile(r"[a-z0-9]+\Z")
@@ -73,4 +73,4 @@ def check_id(instance_id: object) -> str:
 
 def new_suffix() -> str:
     """A random 8-hex-character suffix for scope ``none`` ids."""
-    return secrets.token_hex(4)
+    return os.urandom(4).hex()

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import math
 from datetime import date, datetime, time
-from decimal import Decimal
-from uuid import UUID
 
 MAX_DEPTH = 200
 
@@ -45,7 +43,7 @@ def to_json(value: object, path: str = "", depth: int = 0) -> object:
         return [to_json(v, f"{path}[{i}]", depth + 1) for i, v in enumerate(value)]
     if isinstance(value, (datetime, date, time)):
         return value.isoformat()
-    if isinstance(value, (Decimal, UUID)):
+    if type(value).__name__ in ("Decimal", "UUID") and type(value).__module__ in ("decimal", "_decimal", "uuid"):
         return str(value)
     raise NotJsonSafe(path, f"{type(value).__name__} is not JSON-serialisable")
 

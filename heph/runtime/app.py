@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import secrets
-import socket
 from datetime import datetime
 from typing import Any, Iterable
 
@@ -50,7 +48,7 @@ def current_app() -> Hephaestus:
 
 def new_run_id(now: datetime) -> str:
     """A run id that sorts by creation time: ``20261126T001712123456-a1b2c3``."""
-    return f"{now:%Y%m%dT%H%M%S%f}-{secrets.token_hex(3)}"
+    return f"{now:%Y%m%dT%H%M%S%f}-{os.urandom(3).hex()}"
 
 
 def check_context(context: object) -> dict:
@@ -105,7 +103,7 @@ class Hephaestus:
         return self._workflow(instance.workflow).definition(instance.version)
 
     def _lease(self) -> dict:
-        return {"pid": os.getpid(), "host": socket.gethostname(), "since": self.clock.now().isoformat()}
+        return {"pid": os.getpid(), "host": os.uname().nodename, "since": self.clock.now().isoformat()}
 
     def _session(self, instance_id: str, timeout: float | None = None):
         return self.storage.session(instance_id, self.lock_timeout if timeout is None else timeout)

@@ -72,6 +72,25 @@ def write_durably(path: Path, data: bytes, new_dir: bool = False) -> None:
         _fsync_dir(path.parent.parent)
 
 
+def _make_dirs(directory: Path, top: Path) -> None:
+    """``mkdir -p`` that gives every directory it creates from ``top`` down mode 0700
+    (``Path.mkdir(parents=True)`` would give the parents the default mode, 0755 under umask 022)."""
+    if directory == top:
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        return
+    if not directory.parent.is_dir():
+        _make_dirs(directory.parent, top)
+    directory.mkdir(mode=0o700, exist_ok=True)
+
+
+def _write_index_format(path: Path) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, INDEX_FORMAT.encode())
+    finally:
+        os.close(fd)
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -154,12 +173,11 @@ class JsonFileStorage(Storage):
         if (self.root / "FORMAT").exists():
             return
         for directory in (self.root, self.instances, self.index / "due"):
-            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            _make_dirs(directory, self.root)
         for status in STATUSES:
-            (self.index / "status" / status).mkdir(mode=0o700, parents=True, exist_ok=True)
+            _make_dirs(self.index / "status" / status, self.root)
         if not (self.index / "FORMAT").exists():
-            (self.index / "FORMAT").write_text(INDEX_FORMAT)
-            os.chmod(self.index / "FORMAT", 0o600)
+            _write_index_format(self.index / "FORMAT")
         write_durably(self.root / "FORMAT", STORE_FORMAT.encode())
 
     def _marker_name(self, instance: Instance) -> str:
@@ -182,7 +200,7 @@ class JsonFileStorage(Storage):
             try:
                 os.close(os.open(self.index / marker, os.O_CREAT | os.O_WRONLY, 0o600))
             except FileNotFoundError:
-                (self.index / marker).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+                _make_dirs((self.index / marker).parent, self.root)
                 os.close(os.open(self.index / marker, os.O_CREAT | os.O_WRONLY, 0o600))
 
     def _remove(self, markers: Iterable[str]) -> None:
@@ -321,8 +339,8 @@ class JsonFileStorage(Storage):
         """Make the index match the instance files (each id under its lock); return counts."""
         self._ensure_layout()
         for status in STATUSES:
-            (self.index / "status" / status).mkdir(mode=0o700, parents=True, exist_ok=True)
-        (self.index / "due").mkdir(mode=0o700, exist_ok=True)
+            _make_dirs(self.index / "status" / status, self.root)
+        _make_dirs(self.index / "due", self.root)
         from filelock import FileLock
 
         stats = {"instances": 0, "added": 0, "removed": 0, "corrupt": 0}
@@ -354,5 +372,5 @@ class JsonFileStorage(Storage):
                     self._remove(have - wanted)
                     stats["added"] += len(wanted - have)
                     stats["removed"] += len(have - wanted)
-            (self.index / "FORMAT").write_text(INDEX_FORMAT)
+            _write_index_format(self.index / "FORMAT")
         return stats

@@ -1,0 +1,493 @@
+"""The storage conformance suite: the contract of ``heph.runtime.storage.base.Storage`` as tests.
+
+Every adapter (the JSON-file store, the in-memory store, a future PostgreSQL
+one) runs the same tests by subclassing ``StorageConformance``::
+
+    class TestJsonFileStorage(StorageConformance):
+        def make_storage(self, tmp_path):
+            return JsonFileStorage(tmp_path / "store")
+
+The tests build ``Instance`` values directly (``make_instance``): a store keeps
+whatever the engine hands it and never needs a workflow definition.
+
+About concurrency: session exclusivity is checked from a *second thread* of
+the test process. The contract is that no two sessions of one id are open at
+once, whoever opens them; a thread is the cheapest other party, and it catches
+adapters whose locks are re-entrant per process or per thread (a second
+session from the same thread would then wrongly pass, or wrongly deadlock).
+Exclusion between separate processes is the adapter's own business to test
+(``tests/test_multiprocess.py`` does it for the JSON-file store).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from heph.core.instance import Context, HistoryEntry, Instance
+from heph.errors import StorageError
+from heph.runtime.storage.base import RunRef, Storage
+
+BASE = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
+WORKFLOW = "conformance_flow"
+
+
+def make_instance(
+    instance_id: str = "conf::one",
+    *,
+    seq: int = 0,
+    status: str = "completed",
+    workflow: str = WORKFLOW,
+    version: int = 1,
+    due_at: datetime | None = None,
+    wait_kind: str = "timer",
+) -> Instance:
+    """A plausible run of ``instance_id`` in ``status``; ``seq`` orders runs (higher = newer).
+
+    A ``waiting`` run waits on step ``pause`` (``wait_kind`` event, timer or retry;
+    ``due_at`` for timers and retries); ``pending``/``running`` runs have an active step.
+    """
+    created = BASE + timedelta(seconds=seq)
+    run = f"{created:%Y%m%dT%H%M%S%f}-{seq:06x}"
+    history = [
+        HistoryEntry("first", "completed", event="ok", attempt=1, started_at=created,
+                     finished_at=created + timedelta(milliseconds=5), duration_ms=5.0),
+    ]
+    instance = Instance(
+        id=instance_id,
+        workflow=workflow,
+        version=version,
+        status=status,
+        context=Context(initial={"n": seq, "text": "grüße ✓", "nested": {"list": [1, 2.5, None, True]}},
+                        steps={"first": {"value": seq}}),
+        run=run,
+        created_at=created,
+        updated_at=created + timedelta(milliseconds=5),
+        runtime_metadata={"seq": seq},
+        completed=["first"],
+        history=history,
+    )
+    if status in ("pending", "running"):
+        instance.active = [{"step": "second", "config": None, "attempt": 1, "first_attempt": 1}]
+        if status == "running":
+            instance.lease = {"pid": 1, "host": "conformance", "since": created.isoformat()}
+    elif status == "waiting":
+        kind = wait_kind if due_at is not None else "event"
+        instance.waits = {"pause": {
+            "kind": kind,
+            "config": {"duration": 1, "unit": "hour"} if kind == "timer" else None,
+            "attempt": 2 if kind == "retry" else 1,
+            "first_attempt": 1,
+            "since": created.isoformat(),
+            "due_at": due_at.isoformat() if due_at is not None else None,
+        }}
+        instance.history.append(HistoryEntry("pause", "async", attempt=1, started_at=created,
+                                             finished_at=created, duration_ms=0.0))
+    elif status == "completed":
+        instance.completed.append("done")
+        instance.history.append(HistoryEntry("done", "completed", event="done", attempt=1,
+                                             started_at=created, finished_at=created, duration_ms=0.0))
+    elif status == "failed":
+        instance.failed = {"step": "second", "config": None, "attempt": 1}
+        instance.error = {"type": "builtins.RuntimeError", "message": "boom", "traceback": "Traceback...",
+                          "step": "second"}
+        instance.history.append(HistoryEntry("second", "failed", attempt=1, started_at=created,
+                                             finished_at=created, duration_ms=1.0, error=instance.error))
+    elif status == "cancelled":
+        instance.history.append(HistoryEntry("pause", "cancelled", attempt=1, finished_at=created))
+    return instance
+
+
+def finish(instance: Instance) -> Instance:
+    """The same run, completed (waits, active steps and lease dropped)."""
+    out = instance.copy()
+    out.status = "completed"
+    out.waits, out.active, out.lease = {}, [], None
+    out.completed.append("done")
+    out.history.append(HistoryEntry("done", "completed", event="done", attempt=1,
+                                    started_at=out.updated_at, finished_at=out.updated_at, duration_ms=0.0))
+    out.updated_at = out.updated_at + timedelta(seconds=1)
+    return out
+
+
+class StorageConformance:
+    """The contract tests every ``Storage`` adapter passes. Subclass it and implement ``make_storage``.
+
+    The class name does not start with ``Test``, so pytest collects only the subclasses.
+    """
+
+    #: Seconds a blocked session waits in the timeout test (adapters with slow locks may raise it).
+    lock_wait = 0.2
+
+    def make_storage(self, tmp_path) -> Storage:
+        """Return a new, empty store that keeps its data under ``tmp_path`` (if it keeps files)."""
+        raise NotImplementedError("subclasses of StorageConformance implement make_storage(tmp_path)")
+
+    def reopen_storage(self, storage: Storage) -> Storage | None:
+        """A second handle on the same data (a new process would open this), or None if the
+        adapter does not persist; the persistence test is skipped then."""
+        return None
+
+    @pytest.fixture
+    def storage(self, tmp_path):
+        store = self.make_storage(tmp_path)
+        yield store
+        store.close()
+
+    # -- helpers ---------------------------------------------------------------------
+
+    @staticmethod
+    def put(storage: Storage, *instances: Instance) -> None:
+        for instance in instances:
+            with storage.session(instance.id) as session:
+                session.insert(instance)
+
+    @staticmethod
+    def replace(storage: Storage, instance: Instance) -> None:
+        with storage.session(instance.id) as session:
+            session.runs()
+            session.update(instance)
+
+    @staticmethod
+    def keys(instances) -> list[tuple[str, str]]:
+        return [(i.id, i.run) for i in instances]
+
+    @staticmethod
+    def try_session_from_thread(storage: Storage, instance_id: str, timeout: float) -> BaseException | None:
+        """Open and close a session of ``instance_id`` in another thread; return what it raised."""
+        outcome: list[BaseException | None] = []
+
+        def attempt() -> None:
+            try:
+                with storage.session(instance_id, timeout=timeout):
+                    pass
+                outcome.append(None)
+            except BaseException as exc:  # noqa: BLE001 - reported to the test
+                outcome.append(exc)
+
+        thread = threading.Thread(target=attempt)
+        thread.start()
+        thread.join(timeout + 10)
+        assert outcome, "the session attempt in the other thread did not finish"
+        return outcome[0]
+
+    # -- empty store -------------------------------------------------------------------
+
+    def test_empty_store_answers_empty(self, storage):
+        assert storage.runs("conf::nothing") == []
+        assert storage.query() == []
+        assert storage.query(statuses={"waiting"}) == []
+        assert storage.due(BASE + timedelta(days=3650)) == []
+        assert storage.interrupted() == []
+
+    # -- records ---------------------------------------------------------------------------
+
+    def test_insert_then_runs_round_trip(self, storage):
+        original = make_instance("conf::one", status="waiting", due_at=BASE + timedelta(hours=1))
+        self.put(storage, original)
+        (stored,) = storage.runs("conf::one")
+        assert stored == original
+        assert stored.to_dict() == original.to_dict()
+
+    def test_every_status_round_trips(self, storage):
+        made = [make_instance(f"conf::s{n}", seq=n, status=s)
+                for n, s in enumerate(("pending", "running", "waiting", "completed", "failed", "cancelled"))]
+        self.put(storage, *made)
+        for instance in made:
+            assert storage.runs(instance.id) == [instance]
+
+    def test_runs_gives_copies(self, storage):
+        self.put(storage, make_instance("conf::one"))
+        first = storage.runs("conf::one")[0]
+        first.status = "failed"
+        first.context.initial["n"] = 99
+        first.history.clear()
+        again = storage.runs("conf::one")[0]
+        assert again == make_instance("conf::one")
+
+    def test_insert_of_an_existing_run_is_refused(self, storage):
+        instance = make_instance("conf::one", status="waiting")
+        self.put(storage, instance)
+        with pytest.raises(StorageError):
+            self.put(storage, finish(instance))
+        assert storage.runs("conf::one") == [instance]
+
+    def test_update_replaces(self, storage):
+        instance = make_instance("conf::one", status="waiting", wait_kind="event")
+        self.put(storage, instance)
+        done = finish(instance)
+        self.replace(storage, done)
+        assert storage.runs("conf::one") == [done]
+
+    def test_updates_in_one_session_keep_the_last(self, storage):
+        instance = make_instance("conf::one", status="running")
+        with storage.session("conf::one") as session:
+            session.insert(instance)
+            for n in range(3):
+                instance = instance.copy()
+                instance.runtime_metadata["step"] = n
+                session.update(instance)
+            assert session.runs() == [instance]
+        assert storage.runs("conf::one") == [instance]
+
+    def test_session_sees_its_own_writes(self, storage):
+        instance = make_instance("conf::one", status="waiting", wait_kind="event")
+        with storage.session("conf::one") as session:
+            assert session.runs() == []
+            assert session.active_runs() == []
+            session.insert(instance)
+            assert session.runs() == [instance]
+            assert session.active_runs() == [instance]
+            session.update(finish(instance))
+            assert session.active_runs() == []
+
+    def test_runs_newest_first(self, storage):
+        old = make_instance("conf::one", seq=1, status="completed")
+        mid = make_instance("conf::one", seq=2, status="failed")
+        new = make_instance("conf::one", seq=3, status="waiting", wait_kind="event")
+        self.put(storage, mid, new, old)  # insertion order is not the order of runs
+        assert storage.runs("conf::one") == [new, mid, old]
+
+    def test_runs_are_kept_per_id(self, storage):
+        a = make_instance("conf::a", seq=1)
+        ab = make_instance("conf::ab", seq=2)
+        other_key = make_instance("other::a", seq=3)
+        self.put(storage, a, ab, other_key)
+        assert storage.runs("conf::a") == [a]
+        assert storage.runs("conf::ab") == [ab]
+        assert storage.runs("other::a") == [other_key]
+
+    def test_scope_none_ids_with_suffix(self, storage):
+        one = make_instance("conf::x::0badcafe", seq=1, status="waiting", wait_kind="event")
+        two = make_instance("conf::x::deadbeef", seq=2, status="waiting", wait_kind="event")
+        self.put(storage, one, two)
+        assert storage.runs("conf::x::0badcafe") == [one]
+        assert self.keys(storage.query(statuses={"waiting"})) == self.keys([two, one])
+        assert storage.query(instance_id="conf::x::deadbeef") == [two]
+
+    def test_persists_across_handles(self, storage):
+        waiting = make_instance("conf::one", seq=1, status="waiting", due_at=BASE)
+        running = make_instance("conf::two", seq=2, status="running")
+        self.put(storage, waiting, running)
+        other = self.reopen_storage(storage)
+        if other is None:
+            pytest.skip("this adapter does not persist beyond its handle")
+        try:
+            assert other.runs("conf::one") == [waiting]
+            assert other.query(statuses={"waiting", "running"}) == [running, waiting]
+            assert other.due(BASE) == [RunRef(waiting.id, waiting.run)]
+            assert other.interrupted() == [RunRef(running.id, running.run)]
+        finally:
+            other.close()
+
+    # -- sessions ------------------------------------------------------------------------
+
+    def test_session_is_exclusive(self, storage):
+        with storage.session("conf::one"):
+            error = self.try_session_from_thread(storage, "conf::one", timeout=0)
+            assert isinstance(error, StorageError), error
+        assert self.try_session_from_thread(storage, "conf::one", timeout=0) is None
+
+    def test_blocked_session_times_out(self, storage):
+        with storage.session("conf::one"):
+            started = time.monotonic()
+            error = self.try_session_from_thread(storage, "conf::one", timeout=self.lock_wait)
+            waited = time.monotonic() - started
+        assert isinstance(error, StorageError), error
+        assert waited >= self.lock_wait * 0.9
+
+    def test_blocked_session_gets_in_once_released(self, storage):
+        entered = threading.Event()
+        outcome: list[object] = []
+
+        def second() -> None:
+            try:
+                with storage.session("conf::one", timeout=10) as session:
+                    outcome.append(self.keys(session.runs()))
+            except BaseException as exc:  # noqa: BLE001
+                outcome.append(exc)
+
+        instance = make_instance("conf::one")
+        with storage.session("conf::one") as session:
+            thread = threading.Thread(target=second)
+            thread.start()
+            entered.wait(0.1)
+            assert outcome == []  # still blocked
+            session.insert(instance)
+        thread.join(15)
+        assert outcome == [self.keys([instance])]
+
+    def test_sessions_of_other_ids_are_independent(self, storage):
+        with storage.session("conf::one"):
+            assert self.try_session_from_thread(storage, "conf::two", timeout=0) is None
+            assert self.try_session_from_thread(storage, "other::one", timeout=0) is None
+
+    def test_session_is_released_after_an_exception(self, storage):
+        with pytest.raises(RuntimeError):
+            with storage.session("conf::one"):
+                raise RuntimeError("inside")
+        assert self.try_session_from_thread(storage, "conf::one", timeout=0) is None
+
+    def test_read_modify_write_loses_no_update(self, storage):
+        instance = make_instance("conf::counter", status="running")
+        instance.runtime_metadata["count"] = 0
+        self.put(storage, instance)
+        threads, rounds = 4, 10
+        errors: list[BaseException] = []
+
+        def bump() -> None:
+            try:
+                for _ in range(rounds):
+                    with storage.session("conf::counter", timeout=30) as session:
+                        (current,) = session.runs()
+                        current.runtime_metadata["count"] += 1
+                        session.update(current)
+            except BaseException as exc:  # noqa: BLE001
+                errors.append(exc)
+
+        workers = [threading.Thread(target=bump) for _ in range(threads)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join(60)
+        assert errors == []
+        assert storage.runs("conf::counter")[0].runtime_metadata["count"] == threads * rounds
+
+    # -- queries ---------------------------------------------------------------------------
+
+    @pytest.fixture
+    def populated(self, storage):
+        """Nine runs over three ids, two workflows, two versions and every status."""
+        made = {
+            "a_done": make_instance("conf::a", seq=1, status="completed"),
+            "a_wait": make_instance("conf::a", seq=7, status="waiting", wait_kind="event"),
+            "b_fail": make_instance("conf::b", seq=2, status="failed", version=2),
+            "b_wait": make_instance("conf::b", seq=5, status="waiting", version=2, wait_kind="event"),
+            "c_run": make_instance("conf::c", seq=3, status="running", workflow="conformance_other"),
+            "c_cancel": make_instance("conf::c", seq=4, status="cancelled", workflow="conformance_other"),
+            "d_pend": make_instance("conf::d", seq=6, status="pending", version=2),
+            "e_done": make_instance("other::e", seq=8, status="completed", workflow="conformance_other",
+                                    version=2),
+            "f_wait": make_instance("other::f", seq=9, status="waiting", workflow="conformance_other",
+                                    wait_kind="event"),
+        }
+        self.put(storage, *made.values())
+        return storage, made
+
+    def expect(self, made: dict, names: list[str]) -> list[tuple[str, str]]:
+        """The (id, run) keys of ``names``, newest first."""
+        return self.keys(sorted((made[n] for n in names), key=lambda i: i.run, reverse=True))
+
+    def test_query_everything_newest_first(self, populated):
+        storage, made = populated
+        assert self.keys(storage.query()) == self.expect(made, list(made))
+        assert storage.query() == sorted(made.values(), key=lambda i: i.run, reverse=True)
+
+    def test_query_by_statuses(self, populated):
+        storage, made = populated
+        assert self.keys(storage.query(statuses={"waiting"})) == self.expect(made, ["a_wait", "b_wait", "f_wait"])
+        assert self.keys(storage.query(statuses=["pending", "running"])) == self.expect(made, ["c_run", "d_pend"])
+        assert self.keys(storage.query(statuses={"completed", "failed", "cancelled"})) == self.expect(
+            made, ["a_done", "b_fail", "c_cancel", "e_done"])
+        assert storage.query(statuses=set()) == []
+
+    def test_query_by_workflow(self, populated):
+        storage, made = populated
+        assert self.keys(storage.query(workflow="conformance_other")) == self.expect(
+            made, ["c_run", "c_cancel", "e_done", "f_wait"])
+        assert storage.query(workflow="no_such_flow") == []
+
+    def test_query_by_instance_id(self, populated):
+        storage, made = populated
+        assert self.keys(storage.query(instance_id="conf::a")) == self.expect(made, ["a_done", "a_wait"])
+        assert self.keys(storage.query(instance_id="other::e")) == self.expect(made, ["e_done"])
+        assert storage.query(instance_id="conf::zzz") == []
+
+    def test_query_by_version(self, populated):
+        storage, made = populated
+        assert self.keys(storage.query(version=2)) == self.expect(made, ["b_fail", "b_wait", "d_pend", "e_done"])
+        assert storage.query(version=3) == []
+
+    def test_query_filters_combine_with_and(self, populated):
+        storage, made = populated
+        assert self.keys(storage.query(statuses={"waiting"}, workflow=WORKFLOW)) == self.expect(
+            made, ["a_wait", "b_wait"])
+        assert self.keys(storage.query(statuses={"waiting"}, workflow=WORKFLOW, version=2)) == self.expect(
+            made, ["b_wait"])
+        assert self.keys(storage.query(instance_id="conf::b", statuses={"failed"})) == self.expect(made, ["b_fail"])
+        assert self.keys(storage.query(instance_id="conf::c", workflow="conformance_other", version=1,
+                                       statuses={"running", "cancelled"})) == self.expect(made, ["c_run", "c_cancel"])
+        assert storage.query(instance_id="conf::a", version=2) == []
+        assert storage.query(workflow="conformance_other", statuses={"failed"}) == []
+
+    def test_query_limit_keeps_the_newest(self, populated):
+        storage, made = populated
+        everything = self.expect(made, list(made))
+        assert self.keys(storage.query(limit=3)) == everything[:3]
+        assert self.keys(storage.query(limit=1, statuses={"waiting"})) == self.expect(made, ["f_wait"])
+        assert self.keys(storage.query(limit=100)) == everything
+        assert self.keys(storage.query(limit=1, instance_id="conf::b")) == self.expect(made, ["b_wait"])
+
+    def test_status_change_moves_the_run_between_queries(self, storage):
+        instance = make_instance("conf::one", status="waiting", wait_kind="event")
+        self.put(storage, instance)
+        assert self.keys(storage.query(statuses={"waiting"})) == self.keys([instance])
+        self.replace(storage, finish(instance))
+        assert storage.query(statuses={"waiting"}) == []
+        assert storage.query(statuses={"completed"}) == [finish(instance)]
+        assert storage.query(statuses={"waiting"}, instance_id="conf::one") == []
+
+    # -- timers and recovery ------------------------------------------------------------------
+
+    def test_due_returns_runs_whose_time_has_come(self, storage):
+        at = BASE + timedelta(hours=1)
+        early = make_instance("conf::early", seq=1, status="waiting", due_at=at - timedelta(minutes=1))
+        exact = make_instance("conf::exact", seq=2, status="waiting", due_at=at)
+        later = make_instance("conf::later", seq=3, status="waiting", due_at=at + timedelta(microseconds=1))
+        retry = make_instance("conf::retry", seq=4, status="waiting", due_at=at - timedelta(hours=5),
+                              wait_kind="retry")
+        event = make_instance("conf::event", seq=5, status="waiting", wait_kind="event")
+        self.put(storage, early, exact, later, retry, event)
+        ref = lambda i: RunRef(i.id, i.run)  # noqa: E731
+        assert set(storage.due(at)) == {ref(early), ref(exact), ref(retry)}
+        assert set(storage.due(at - timedelta(hours=6))) == set()
+        assert set(storage.due(at + timedelta(days=1))) == {ref(early), ref(exact), ref(later), ref(retry)}
+
+    def test_due_compares_instants_not_time_zones(self, storage):
+        at = BASE + timedelta(hours=1)
+        instance = make_instance("conf::one", status="waiting", due_at=at)
+        self.put(storage, instance)
+        east = timezone(timedelta(hours=5))
+        west = timezone(timedelta(hours=-8))
+        assert storage.due(at.astimezone(east)) == [RunRef(instance.id, instance.run)]
+        assert storage.due((at - timedelta(seconds=1)).astimezone(west)) == []
+
+    def test_due_forgets_a_run_that_no_longer_waits(self, storage):
+        instance = make_instance("conf::one", status="waiting", due_at=BASE)
+        self.put(storage, instance)
+        assert storage.due(BASE) == [RunRef(instance.id, instance.run)]
+        self.replace(storage, finish(instance))
+        assert storage.due(BASE + timedelta(days=1)) == []
+
+    def test_due_follows_a_moved_timer(self, storage):
+        instance = make_instance("conf::one", status="waiting", due_at=BASE)
+        self.put(storage, instance)
+        moved = instance.copy()
+        moved.waits["pause"]["due_at"] = (BASE + timedelta(hours=2)).isoformat()
+        self.replace(storage, moved)
+        assert storage.due(BASE + timedelta(hours=1)) == []
+        assert storage.due(BASE + timedelta(hours=2)) == [RunRef(instance.id, instance.run)]
+
+    def test_interrupted_returns_pending_and_running_runs(self, populated):
+        storage, made = populated
+        assert set(storage.interrupted()) == {RunRef(made[n].id, made[n].run) for n in ("c_run", "d_pend")}
+
+    def test_interrupted_forgets_a_finished_run(self, storage):
+        instance = make_instance("conf::one", status="running")
+        self.put(storage, instance)
+        assert storage.interrupted() == [RunRef(instance.id, instance.run)]
+        self.replace(storage, finish(instance))
+        assert storage.interrupted() == []

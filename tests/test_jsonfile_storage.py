@@ -1,0 +1,310 @@
+"""What only the JSON-file store promises: the file format, permissions, corrupt files, the index."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import stat
+from pathlib import Path
+
+import pytest
+
+import heph
+from heph import Done, Step, Unique, Wait, WaitForEvent, Workflow
+from heph.runtime.storage import jsonfile
+from heph.runtime.storage.jsonfile import JsonFileStorage
+
+
+class JsFirst(Step):
+    events = ["ok"]
+    key = "js_first"
+
+    def execute(self, instance, config, context):
+        return "ok", {"seen": context.initial.get("n", 0)}
+
+
+class JsFlow(Workflow):
+    """first -> wait for an event -> wait one hour -> done."""
+
+    unique = Unique("jsk")
+    name = "js_flow"
+    start = JsFirst
+    transitions = {
+        JsFirst: {"ok": WaitForEvent},
+        WaitForEvent: {"received": (Wait, {"duration": 1, "unit": "hour"})},
+        Wait: {"timeout": Done},
+    }
+
+
+class JsQuick(Workflow):
+    """first -> done: completes at once."""
+
+    unique = Unique("jsq")
+    name = "js_quick"
+    start = JsFirst
+    transitions = {JsFirst: {"ok": Done}}
+
+
+@pytest.fixture
+def root(tmp_path) -> Path:
+    return tmp_path / "store"
+
+
+@pytest.fixture
+def clock():
+    return heph.ManualClock()
+
+
+@pytest.fixture
+def app(root, clock):
+    return heph.Hephaestus(storage=JsonFileStorage(root), clock=clock)
+
+
+def run_file(root: Path, instance) -> Path:
+    return root / "instances" / instance.id.replace("::", "~") / f"{instance.run}.json"
+
+
+def snapshot(root: Path) -> dict[str, bytes]:
+    """Every file under ``root`` (relative path -> bytes)."""
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def by_status(app) -> dict[str, list[tuple[str, str]]]:
+    return {s: sorted((i.id, i.run) for i in app.list(status=s)) for s in
+            ("pending", "running", "waiting", "completed", "failed", "cancelled")}
+
+
+def populate(app, clock):
+    """q1 completed, a waiting for an event, b waiting on a timer, c cancelled."""
+    app.start(JsQuick, "q1")
+    app.start(JsFlow, "a")
+    app.start(JsFlow, "b")
+    app.resume("jsk::b", "received")
+    app.start(JsFlow, "c")
+    app.cancel("jsk::c")
+    return {name: app.get(iid) for name, iid in
+            (("q1", "jsq::q1"), ("a", "jsk::a"), ("b", "jsk::b"), ("c", "jsk::c"))}
+
+
+# -- the file format -------------------------------------------------------------------
+
+
+def test_file_is_indented_json_with_a_format_version(app, root, clock):
+    app.start(JsFlow, "a", {"n": 7, "text": "grüße"})
+    instance = app.get("jsk::a")
+    path = run_file(root, instance)
+    text = path.read_text(encoding="utf-8")
+    data = json.loads(text)
+    assert data["format"] == 1
+    assert data["id"] == "jsk::a" and data["run"] == instance.run and data["status"] == "waiting"
+    assert data["context"]["initial"] == {"n": 7, "text": "grüße"}
+    assert "grüße" in text  # human-readable: no \u escapes
+    assert text.startswith("{\n ") and text.count("\n") > 10  # indented, one field per line
+    assert (root / "FORMAT").read_text().startswith("heph-json-store 1")
+
+
+def test_files_are_0600_and_directories_0700(app, root, clock):
+    old = os.umask(0o022)
+    try:
+        populate(app, clock)
+        check_modes(root)
+        shutil.rmtree(root / "index")
+        app.list()  # rebuilds the index
+        app.start(JsQuick, "q2")
+        check_modes(root)
+    finally:
+        os.umask(old)
+
+
+def check_modes(root: Path) -> None:
+    wrong = []
+    for path in [root, *root.rglob("*")]:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        want = 0o700 if path.is_dir() else 0o600
+        if mode != want:
+            wrong.append(f"{path.relative_to(root.parent)}: {mode:o}")
+    assert wrong == []
+
+
+def test_leftover_temporary_files_are_ignored(app, root, clock):
+    app.start(JsFlow, "a")
+    instance = app.get("jsk::a")
+    path = run_file(root, instance)
+    (path.parent / f".{path.name}.99999.tmp").write_bytes(b"{half a wr")
+    assert app.runs("jsk::a") == [instance]
+    assert app.list() == [instance]
+
+
+# -- corrupt files ----------------------------------------------------------------------------
+
+
+def foreign(root: Path, instances: dict) -> bytes:
+    """A valid file of another instance, copied to the wrong place."""
+    return run_file(root, instances["q1"]).read_bytes()
+
+
+CORRUPTIONS = {
+    "empty": lambda root, made: b"",
+    "truncated": lambda root, made: run_file(root, made["b"]).read_bytes()[:40],
+    "not json": lambda root, made: b"{not json",
+    "array": lambda root, made: b"[]",
+    "future format": lambda root, made: json.dumps({**json.loads(run_file(root, made["b"]).read_bytes()),
+                                                    "format": 99}).encode(),
+    "missing field": lambda root, made: json.dumps({"format": 1, "id": "jsk::b"}).encode(),
+    "bad status": lambda root, made: json.dumps({**json.loads(run_file(root, made["b"]).read_bytes()),
+                                                 "status": "exploded"}).encode(),
+    "someone else's": foreign,
+}
+
+
+@pytest.mark.parametrize("corruption", list(CORRUPTIONS))
+def test_corrupt_file_is_reported_by_name_and_never_touched(app, root, clock, caplog, corruption):
+    made = populate(app, clock)
+    bad = made["b"]  # waiting on a timer: tick will look at it
+    path = run_file(root, bad)
+    path.write_bytes(CORRUPTIONS[corruption](root, made))
+    before = path.read_bytes()
+
+    with pytest.raises(heph.StorageError, match=str(path)):
+        app.storage.runs(bad.id)
+    with pytest.raises(heph.StorageError, match=str(path)):
+        app.get(bad.id)
+    with pytest.raises(heph.StorageError, match=str(path)):
+        app.runs(bad.id)
+
+    with caplog.at_level(logging.WARNING, logger="heph"):
+        listed = app.list()
+    assert {i.id for i in listed} == {"jsq::q1", "jsk::a", "jsk::c"}
+    warnings = [r for r in caplog.records if r.name == "heph" and r.levelno == logging.WARNING]
+    assert any(str(path) in r.getMessage() for r in warnings)
+    assert [i.id for i in app.list(status="waiting")] == ["jsk::a"]
+
+    # commands on the corrupt instance are refused without writing
+    for command in (lambda: app.resume(bad.id, "received"), lambda: app.cancel(bad.id),
+                    lambda: app.retry(bad.id), lambda: app.start(JsFlow, "b")):
+        with pytest.raises(heph.StorageError):
+            command()
+    clock.advance(hours=2)
+    app.tick()
+    stats = app.storage.rebuild_index()
+    assert stats["corrupt"] == 1
+    assert path.read_bytes() == before
+
+    # the other instances stay usable
+    app.resume("jsk::a", "received")
+    clock.advance(hours=2)
+    fired = app.tick()
+    assert [(f["id"], f["kind"]) for f in fired] == [("jsk::a", "timer")]
+    assert app.get("jsk::a").status == "completed"
+    app.start(JsQuick, "q1")
+    assert [r.status for r in app.runs("jsq::q1")] == ["completed", "completed"]
+    assert path.read_bytes() == before
+
+
+# -- the index ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("first", ["list", "write", "new handle"])
+def test_missing_index_is_rebuilt(app, root, clock, caplog, first):
+    populate(app, clock)
+    expected = by_status(app)
+    shutil.rmtree(root / "index")
+    if first == "new handle":  # as another process would see it
+        app = heph.Hephaestus(storage=JsonFileStorage(root), clock=clock)
+    with caplog.at_level(logging.WARNING, logger="heph"):
+        if first == "write":
+            app.start(JsQuick, "q2")
+            expected["completed"] = sorted(expected["completed"] + [("jsq::q2", app.get("jsq::q2").run)])
+        assert by_status(app) == expected
+    assert any("rebuilding" in r.getMessage() for r in caplog.records if r.name == "heph")
+    assert (root / "index" / "FORMAT").exists()
+    clock.advance(hours=2)
+    assert [(f["id"], f["kind"]) for f in app.tick()] == [("jsk::b", "timer")]
+    assert app.get("jsk::b").status == "completed"
+
+
+def test_missing_index_then_tick_fires_due_timers(app, root, clock, caplog):
+    populate(app, clock)
+    shutil.rmtree(root / "index")
+    clock.advance(hours=2)
+    fresh = heph.Hephaestus(storage=JsonFileStorage(root), clock=clock)
+    with caplog.at_level(logging.WARNING, logger="heph"):
+        assert [(f["id"], f["kind"]) for f in fresh.tick()] == [("jsk::b", "timer")]
+    assert any("rebuilding" in r.getMessage() for r in caplog.records if r.name == "heph")
+    assert sorted(i.id for i in fresh.list(status="completed")) == ["jsk::b", "jsq::q1"]
+    assert [i.id for i in fresh.list(status="waiting")] == ["jsk::a"]
+    assert fresh.tick() == []
+
+
+def marker(instance) -> str:
+    return f"{instance.id.replace('::', '~')}~{instance.run}~{instance.workflow}~{instance.version}"
+
+
+def test_stale_markers_are_not_believed(app, root, clock):
+    made = populate(app, clock)
+    done = made["q1"]
+    name = marker(done)
+    stale = [root / "index" / "status" / "waiting" / name,
+             root / "index" / "status" / "running" / name,
+             root / "index" / "due" / f"20000101T000000000000~{done.id.replace('::', '~')}~{done.run}"]
+    for path in stale:
+        path.touch()
+    before = snapshot(root / "instances")
+
+    assert sorted(i.id for i in app.list(status="waiting")) == ["jsk::a", "jsk::b"]
+    assert [i.id for i in app.list(status_in=["running", "pending"])] == []
+    assert [i.id for i in app.list(id="jsq::q1")] == ["jsq::q1"]
+    assert sorted(i.id for i in app.list()) == ["jsk::a", "jsk::b", "jsk::c", "jsq::q1"]  # once each
+    assert app.tick() == []
+    assert snapshot(root / "instances") == before
+
+    stats = app.storage.rebuild_index()
+    assert stats == {"instances": 4, "added": 0, "removed": 3, "corrupt": 0}
+    assert not any(path.exists() for path in stale)
+
+
+def test_markers_of_a_vanished_instance_are_skipped_quietly(app, root, clock, caplog):
+    made = populate(app, clock)
+    shutil.rmtree(root / "instances" / "jsk~a")
+    with caplog.at_level(logging.WARNING, logger="heph"):
+        assert [i.id for i in app.list(status="waiting")] == ["jsk::b"]
+    assert not [r for r in caplog.records if r.name == "heph"]
+    with pytest.raises(heph.InstanceNotFound):
+        app.get(made["a"].id)
+    assert app.storage.rebuild_index()["removed"] == 1
+
+
+def test_rebuild_index_counts(app, root, clock):
+    populate(app, clock)
+    app.start(JsQuick, "q1")  # a second run of q1
+    assert app.storage.rebuild_index() == {"instances": 5, "added": 0, "removed": 0, "corrupt": 0}
+    shutil.rmtree(root / "index")
+    # one status marker per run, plus the due marker of b's timer
+    assert app.storage.rebuild_index() == {"instances": 5, "added": 6, "removed": 0, "corrupt": 0}
+    (root / "index" / "status" / "failed" / "jsk~zzz~20000101T000000000000-000000~js_flow~1").touch()
+    assert app.storage.rebuild_index() == {"instances": 5, "added": 0, "removed": 1, "corrupt": 0}
+    assert app.storage.rebuild_index() == {"instances": 5, "added": 0, "removed": 0, "corrupt": 0}
+
+
+def test_status_queries_read_only_matching_files(app, root, clock, monkeypatch):
+    for n in range(20):
+        app.start(JsQuick, f"q{n}")
+    app.start(JsFlow, "a")
+    reads: list[Path] = []
+    real = jsonfile.read_instance
+
+    def counting(path):
+        reads.append(Path(path))
+        return real(path)
+
+    monkeypatch.setattr(jsonfile, "read_instance", counting)
+    assert [i.id for i in app.list(status="waiting")] == ["jsk::a"]
+    assert len(reads) == 1
+    reads.clear()
+    assert [i.id for i in app.list(workflow=JsFlow)] == ["jsk::a"]
+    assert len(reads) == 1
+    reads.clear()
+    assert len(app.list(status="completed", limit=3)) == 3
+    assert len(reads) == 3
