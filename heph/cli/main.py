@@ -430,6 +430,56 @@ def worker(
             typer.echo(f"worker stopped after {ticks} tick(s), {total} fired")
 
 
+@cli.command()
+def doctor(
+    repair: bool = typer.Option(False, "--repair", help="Rebuild the index and move corrupt files to quarantine/."),
+    json_out: bool = JSON_OPTION,
+) -> None:
+    """Check every instance file, the index, locks and leases; --repair fixes what is safe to fix."""
+    with refusals(json_out):
+        from heph.core.workflow import lookup
+        from heph.runtime.doctor import diagnose
+        from heph.runtime.storage.jsonfile import JsonFileStorage
+
+        project, _ = _project()
+
+        def known(name: str, version: int) -> bool:
+            cls = lookup(name)
+            return cls is not None and version in cls.__heph_versions__
+
+        report = diagnose(JsonFileStorage(project.storage_path, lock_timeout=project.lock_timeout),
+                          repair=repair, known=known)
+        if json_out:
+            typer.echo(json.dumps(report))
+        else:
+            index = report["index"]
+            lines = [
+                f"store        {report['store']}",
+                f"instances    {report['instances']} readable",
+                f"corrupt      {len(report['corrupt'])}",
+                f"temp files   {len(report['temp_files'])} (left by interrupted writes)",
+                f"index        {'complete' if index['complete'] else 'INCOMPLETE'}, "
+                f"{index['missing_markers']} missing and {index['stale_markers']} stale markers",
+                f"interrupted  {len(report['interrupted'])} (owner died mid-step; `heph tick` runs them again)",
+                f"busy         {len(report['busy'])} (a live process holds their lock)",
+                f"unknown      {len(report['unknown_workflows'])} (workflow or version not defined in this project)",
+            ]
+            for item in report["corrupt"]:
+                lines.append(f"  corrupt: {item['reason']}")
+            for item in report["interrupted"]:
+                lines.append(f"  interrupted: {item['id']} run {item['run']} steps {', '.join(item['steps'])} "
+                             f"(pid {item['owner_pid']} on {item['owner_host']})")
+            for item in report["unknown_workflows"]:
+                lines.append(f"  unknown: {item['id']} run {item['run']} ({item['workflow']} v{item['version']})")
+            if report["repaired"]:
+                lines.append(f"repaired: moved {len(report['repaired']['quarantined'])} file(s) to quarantine/, "
+                             f"index rebuilt ({report['repaired']['index']})")
+            lines.append("healthy" if report["healthy"] else "problems found: run `heph doctor --repair`")
+            typer.echo("\n".join(lines))
+        if not report["healthy"]:
+            raise typer.Exit(1)
+
+
 def run() -> None:
     """Console-script entry point."""
     cli()
