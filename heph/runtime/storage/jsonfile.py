@@ -55,6 +55,30 @@ def _is_run_name(name: str) -> bool:
     return name.endswith(".json") and not name.startswith(".")
 
 
+def _crash_points() -> dict[str, float]:
+    """Test hook for crash injection: ``HEPH_CRASH_POINTS="before-rename:0.05,after-rename:0.05"``
+    makes this process SIGKILL itself at those points with those probabilities."""
+    spec = os.environ.get("HEPH_CRASH_POINTS", "")
+    points = {}
+    for item in filter(None, spec.split(",")):
+        name, _, chance = item.partition(":")
+        points[name.strip()] = float(chance or 1)
+    return points
+
+
+_CRASH = _crash_points()
+
+
+def crash_point(name: str) -> None:
+    """SIGKILL this process at ``name`` if the crash-injection hook asks for it (tests only)."""
+    if _CRASH and name in _CRASH:
+        import random
+        import signal
+
+        if random.random() < _CRASH[name]:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
 def write_durably(path: Path, data: bytes, new_dir: bool = False) -> None:
     """Replace ``path`` with ``data`` atomically: temp file, fsync, rename, fsync of the directory."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -66,7 +90,9 @@ def write_durably(path: Path, data: bytes, new_dir: bool = False) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+    crash_point("before-rename")
     os.replace(tmp, path)
+    crash_point("after-rename")
     _fsync_dir(path.parent)
     if new_dir:
         _fsync_dir(path.parent.parent)
@@ -154,6 +180,7 @@ class _FileSession(Session):
         old_markers = self._store._markers(old)
         self._store._touch(new_markers - old_markers)
         write_durably(path, encode(instance))
+        crash_point("before-marker-cleanup")
         self._store._remove(old_markers - new_markers)
         self._known[instance.run] = instance
 
