@@ -305,6 +305,22 @@ def test_step_cannot_change_the_stored_context_through_its_context_argument():
     assert inst.context.steps == {}
 
 
+def test_step_cannot_change_the_instance_it_is_given():
+    def meddle(instance, config, context):
+        instance.runtime_metadata["leak"] = 1
+        instance.history.clear()
+        instance.status = "completed"
+        return "ok"
+
+    First = make_step("First", ["ok"])
+    Meddle = make_step("Meddle", ["ok"], fn=meddle)
+    flow = define("e_meddle2", start=First, transitions={First: {"ok": Meddle}, Meddle: {"ok": Done}})
+    d, inst = start(flow)
+    assert inst.status == "completed"
+    assert inst.runtime_metadata == {}
+    assert [h.step for h in inst.history] == ["first", "meddle", "done"]
+
+
 def test_apply_outcome_does_not_change_its_input():
     d = ret_flow("e_pure", lambda i, c, x: ("ok", {"a": 1}, {"m": 1})).definition()
     inst = engine.new_instance(d, "k::x", {}, NOW, "run1")

@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from typing import Union
 
 from heph.core.definition import Target, WorkflowDefinition
-from heph.core.instance import Context, HistoryEntry, Instance
+from heph.core.instance import Context, HistoryEntry, Instance, to_iso
 from heph.core.jsonsafe import NotJsonSafe, to_json
 from heph.core.steps import ASYNC, Error, Wait
 from heph.core.validation import Problems, check_config
@@ -91,7 +91,8 @@ def execute_step(definition: WorkflowDefinition, instance: Instance, entry: dict
     step_cls = definition.steps[key]
     context = Context(initial=_plain_copy(instance.context.initial), steps=_plain_copy(instance.context.steps))
     try:
-        result = step_cls().execute(instance, entry.get("config"), context)
+        # the step gets a copy: whatever it does to the instance must not reach the stored state
+        result = step_cls().execute(instance.copy(), entry.get("config"), context)
     except Exception as exc:  # a raising step is a failed step
         return Failed(f"{type(exc).__module__}.{type(exc).__qualname__}", str(exc), tb.format_exc())
     return interpret(definition, key, result, context)
@@ -208,12 +209,12 @@ def apply_outcome(
             "config": entry.get("config"),
             "attempt": entry["attempt"],
             "first_attempt": entry.get("first_attempt", entry["attempt"]),
-            "since": finished_at.isoformat(),
+            "since": to_iso(finished_at),
             "due_at": None,
         }
         if issubclass(definition.steps[key], Wait) and entry.get("config"):
             wait["kind"] = "timer"
-            wait["due_at"] = Wait.due_at(entry["config"], started_at).isoformat()
+            wait["due_at"] = to_iso(Wait.due_at(entry["config"], started_at))
         out.waits[key] = wait
     else:
         error = {"type": outcome.type, "message": outcome.message, "traceback": outcome.traceback, "step": key}
@@ -228,8 +229,8 @@ def apply_outcome(
                 "config": entry.get("config"),
                 "attempt": entry["attempt"] + 1,
                 "first_attempt": first,
-                "since": finished_at.isoformat(),
-                "due_at": due.isoformat(),
+                "since": to_iso(finished_at),
+                "due_at": to_iso(due),
                 "last_error": {"type": outcome.type, "message": outcome.message},
             }
         else:

@@ -411,6 +411,8 @@ def compile_versioned(cls: type, *, name: str) -> tuple[dict[int, WorkflowDefini
     problems = Problems()
     unique = check_unique(getattr(cls, "unique", None), problems)
     name = check_name(name, problems)
+    check_tags(getattr(cls, "tags", []), problems)
+    check_metadata(getattr(cls, "metadata", {}), problems)
     if "version" in cls.__dict__:
         problems.add("an umbrella sets versions = {...}: remove version (each version class sets its own)")
     versions = getattr(cls, "versions", None)

@@ -136,8 +136,14 @@ class _Facade:
         """``key::value`` for this workflow; with scope ``none`` pass the full id instead."""
         from heph.core.ids import build_id, check_id
 
+        from heph.core.ids import parse_id
+        from heph.errors import InvalidId
+
         unique = cls.__heph_unique__
-        if unique.scope == "none" or "::" in value:
+        if unique.scope == "none" or "::" in str(value):
+            key = parse_id(value)[0]
+            if key != unique.key:
+                raise InvalidId(f"id {value!r} does not use the business key {unique.key!r} of this workflow")
             return check_id(value)
         return build_id(unique.key, value)
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import os
-from datetime import datetime
+import threading
+from datetime import datetime, timedelta, timezone
 from typing import Any, Iterable
 
 from heph.core import engine
@@ -20,6 +21,7 @@ from heph.errors import (
     InstanceNotFound,
     InvalidContext,
     InvalidId,
+    InvalidVersion,
     StorageError,
 )
 from heph.runtime.clock import SystemClock
@@ -46,9 +48,22 @@ def current_app() -> Hephaestus:
     return _current
 
 
+_last_run = {"at": datetime.min.replace(tzinfo=timezone.utc)}
+_run_lock = threading.Lock()
+
+
 def new_run_id(now: datetime) -> str:
-    """A run id that sorts by creation time: ``20261126T001712123456-a1b2c3``."""
-    return f"{now:%Y%m%dT%H%M%S%f}-{os.urandom(3).hex()}"
+    """A run id that sorts by creation time: ``20261126T001712123456-a1b2c3``.
+
+    Ids made by one process strictly increase, even when the clock stands still
+    (``ManualClock``) or repeats a reading, so "newest first" stays well defined.
+    """
+    moment = now.astimezone(timezone.utc)
+    with _run_lock:
+        if moment <= _last_run["at"]:
+            moment = _last_run["at"] + timedelta(microseconds=1)
+        _last_run["at"] = moment
+    return f"{moment:%Y%m%dT%H%M%S%f}-{os.urandom(3).hex()}"
 
 
 def check_context(context: object) -> dict:
@@ -108,6 +123,12 @@ class Hephaestus:
     def _session(self, instance_id: str, timeout: float | None = None):
         return self.storage.session(instance_id, self.lock_timeout if timeout is None else timeout)
 
+    def _existing(self, instance_id: str, workflow: Any) -> None:
+        """``InvalidId``/``InstanceNotFound`` before a session is opened, so a refused
+        command on an unknown id leaves nothing behind (not even a lock file)."""
+        parse_id(instance_id)
+        self._pick(self.storage.runs(instance_id), instance_id, self._name(workflow))
+
     @staticmethod
     def _pick(runs: list[Instance], instance_id: str, workflow: str | None) -> Instance:
         if workflow is not None:
@@ -116,6 +137,12 @@ class Hephaestus:
             where = f" of workflow {workflow}" if workflow else ""
             raise InstanceNotFound(f"no instance {instance_id}{where}: check the id, or `heph list` to see instances")
         active = [r for r in runs if r.is_active]
+        workflows = sorted({r.workflow for r in active})
+        if len(workflows) > 1:
+            raise HephError(
+                f"{instance_id} is active in several workflows ({', '.join(workflows)}): "
+                f"name the workflow (CLI: heph show WORKFLOW --id {instance_id})"
+            )
         return active[0] if active else runs[0]
 
     def _name(self, workflow: Any) -> str | None:
@@ -201,7 +228,7 @@ class Hephaestus:
             raise InvalidId(f"id {id!r} has a suffix, but only scope 'none' workflows use 'key::value::suffix' ids")
         initial = check_context(context)
         if version is not None and (isinstance(version, bool) or not isinstance(version, int)):
-            raise InvalidId(f"version must be an int, got {version!r}")
+            raise InvalidVersion(f"version must be an int, got {version!r}")
         definition = cls.definition(cls.resolve_version(version, options or {}))
         now = self.clock.now()
         instance = engine.begin(engine.new_instance(definition, id, initial, now, new_run_id(now)), now, self._lease())
@@ -225,6 +252,7 @@ class Hephaestus:
         """
         if not isinstance(event, str) or not event:
             raise HephError(f"invalid event {event!r}: give the event name as a non-empty string")
+        self._existing(instance_id, workflow)
         with self._session(instance_id) as session:
             instance = self._recover(session, self._pick(session.runs(), instance_id, self._name(workflow)))
             definition = self._definition(instance)
@@ -267,6 +295,7 @@ class Hephaestus:
 
     def cancel(self, instance_id: str, *, workflow: Any = None) -> Instance:
         """Cancel the active run of ``instance_id``, dropping its timers; ``NotCancellable`` once finished."""
+        self._existing(instance_id, workflow)
         with self._session(instance_id) as session:
             instance = self._pick(session.runs(), instance_id, self._name(workflow))
             cancelled = engine.cancel(instance, self.clock.now())
@@ -276,6 +305,7 @@ class Hephaestus:
 
     def retry(self, instance_id: str, *, workflow: Any = None) -> Instance:
         """Re-run a failed instance from its failed step; ``NotRetryable`` if it has not failed."""
+        self._existing(instance_id, workflow)
         with self._session(instance_id) as session:
             runs = session.runs()
             instance = self._pick(runs, instance_id, self._name(workflow))
