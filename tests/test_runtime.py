@@ -764,8 +764,9 @@ def test_every_telemetry_event_of_a_run(app):
         app.resume("order::tel1", "received")
     finally:
         unsubscribe()
-    assert seen == ["workflow.start", "step.start", "step.async", "step.resume", "step.start", "step.stop",
-                    "workflow.transition", "workflow.stop"]
+    assert seen == ["segment.start", "workflow.start", "step.start", "step.async", "segment.stop",
+                    "segment.start", "step.resume", "step.start", "step.stop", "workflow.transition",
+                    "workflow.stop", "segment.stop"]
     with pytest.raises(ValueError):
         heph.on("step.exploded", lambda name, payload: None)
 

@@ -136,7 +136,7 @@ def import_workflows(project: Project, collect: bool = False) -> list[dict]:
             except SyntaxError as exc:
                 problems.append({"module": module, "file": exc.filename or "?", "line": exc.lineno or 0,
                                  "message": f"module {module} has a syntax error: {exc.msg}"})
-            except Exception as exc:  # the user's module raised while importing
+            except (Exception, SystemExit) as exc:  # the user's module raised (or called sys.exit) while importing
                 problems.append(_raised(module, exc))
         for exc in definition_errors:
             for problem in exc.problems:

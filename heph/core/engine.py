@@ -42,6 +42,14 @@ class Failed:
     message: str
     traceback: str | None = None
 
+    def __post_init__(self) -> None:
+        # A lone surrogate (say, from a file name decoded with surrogateescape) cannot be stored
+        # as UTF-8 and would make the instance unwritable: keep it as its escape text, "\udcff".
+        for name in ("type", "message", "traceback"):
+            value = getattr(self, name)
+            if isinstance(value, str) and not value.isascii():
+                object.__setattr__(self, name, value.encode("utf-8", "backslashreplace").decode("utf-8"))
+
 
 Outcome = Union[Completed, Paused, Failed]
 

@@ -26,7 +26,16 @@ def to_json(value: object, path: str = "", depth: int = 0) -> object:
     """
     if depth > MAX_DEPTH:
         raise NotJsonSafe(path, f"nested deeper than {MAX_DEPTH} levels")
-    if value is None or isinstance(value, (str, bool, int)):
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        return _text(value, path)
+    if isinstance(value, int):
+        if value.bit_length() > 14_000:  # about 4,300 digits: Python's limit for int <-> text
+            try:
+                str(value)
+            except ValueError:
+                raise NotJsonSafe(path, "the integer has too many digits to store as JSON") from None
         return value
     if isinstance(value, float):
         if not math.isfinite(value):
@@ -37,6 +46,7 @@ def to_json(value: object, path: str = "", depth: int = 0) -> object:
         for k, v in value.items():
             if not isinstance(k, str):
                 raise NotJsonSafe(_join(path, repr(k)), f"key {k!r} is not a string")
+            _text(k, _join(path, repr(k)))
             out[k] = to_json(v, _join(path, k), depth + 1)
         return out
     if isinstance(value, (list, tuple)):
@@ -62,6 +72,16 @@ def _strict(value: object) -> bool:
     if isinstance(value, list):
         return all(_strict(v) for v in value)
     return value is None or isinstance(value, (str, bool, int, float))
+
+
+def _text(value: str, path: str) -> str:
+    """``value`` if UTF-8 can hold it (a lone surrogate such as ``"\\ud800"`` cannot)."""
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise NotJsonSafe(path, f"the text holds a lone surrogate {value[exc.start]!r}, which UTF-8 cannot store") from None
+    return value
 
 
 def _join(path: str, key: str) -> str:

@@ -150,8 +150,16 @@ class Hephaestus:
 
     # -- running ------------------------------------------------------------------
 
-    def _drive(self, session: Session, definition: WorkflowDefinition, instance: Instance) -> Instance:
-        """Run active steps until the instance completes, fails or waits; write after each step."""
+    def _drive(self, session: Session, definition: WorkflowDefinition, instance: Instance, trigger: str,
+               opening: Iterable[tuple[str, dict]] = ()) -> Instance:
+        """Run active steps until the instance completes, fails or waits; write after each step.
+
+        One call is one *segment* (telemetry ``segment.start``/``segment.stop``, with ``trigger``:
+        start, resume, timer, retry, recover); ``opening`` events are emitted right after its start.
+        """
+        emit("segment.start", _payload(instance, trigger=trigger))
+        for name, payload in opening:
+            emit(name, payload)
         lease = instance.lease or self._lease()
         dirty = False
         while (entry := engine.next_step(instance)) is not None:
@@ -180,6 +188,7 @@ class Hephaestus:
         if dirty:
             session.update(instance)
         self._emit_end(instance)
+        emit("segment.stop", _payload(instance, trigger=trigger))
         return instance
 
     def _emit_end(self, instance: Instance) -> None:
@@ -199,7 +208,7 @@ class Hephaestus:
             instance.id, owner.get("pid"), owner.get("host"),
         )
         resumed = engine.begin(instance, self.clock.now(), self._lease())
-        return self._drive(session, self._definition(resumed), resumed)
+        return self._drive(session, self._definition(resumed), resumed, "recover")
 
     # -- the API --------------------------------------------------------------------
 
@@ -240,8 +249,7 @@ class Hephaestus:
                         f"cancel it or wait until it finishes"
                     )
             session.insert(instance)
-            emit("workflow.start", _payload(instance))
-            self._drive(session, definition, instance)
+            self._drive(session, definition, instance, "start", [("workflow.start", _payload(instance))])
         return id
 
     def resume(self, instance_id: str, event: str, *, step: str | None = None, workflow: Any = None) -> Instance:
@@ -257,14 +265,11 @@ class Hephaestus:
             instance = self._recover(session, self._pick(session.runs(), instance_id, self._name(workflow)))
             definition = self._definition(instance)
             resumed = engine.resume(definition, instance, event, self.clock.now(), step)
-            emit("step.resume", _payload(resumed, step=resumed.history[-1].step, event=event))
             if resumed.status == "running":
                 resumed = engine.begin(resumed, self.clock.now(), self._lease())
             session.update(resumed)
-            if resumed.status == "running":
-                return self._drive(session, definition, resumed)
-            self._emit_end(resumed)
-            return resumed
+            opening = [("step.resume", _payload(resumed, step=resumed.history[-1].step, event=event))]
+            return self._drive(session, definition, resumed, "resume", opening)
 
     def get(self, instance_id: str, *, workflow: Any = None) -> Instance:
         """The active run of ``instance_id`` (else its newest run); ``InstanceNotFound`` if none."""
@@ -317,7 +322,7 @@ class Hephaestus:
                     raise AlreadyRunning(f"{instance_id} has another active run; cancel it before retrying this one")
             retried = engine.begin(retried, self.clock.now(), self._lease())
             session.update(retried)
-            return self._drive(session, definition, retried)
+            return self._drive(session, definition, retried, "retry")
 
     def tick(self) -> list[dict]:
         """Fire every due timer and retry, and finish runs interrupted by a dead process.
@@ -351,7 +356,10 @@ class Hephaestus:
                         fired_instance = engine.begin(fired_instance, now, self._lease())
                     session.update(fired_instance)
                     actions.extend(fired)
-                    self._drive(session, definition, fired_instance)
+                    opening = [("step.resume", _payload(fired_instance, step=f["step"], event="timeout"))
+                               for f in fired if f["kind"] == "timer"]
+                    trigger = "timer" if opening else "retry"
+                    self._drive(session, definition, fired_instance, trigger, opening)
             except StorageError as exc:
                 log.info("tick skipped %s: %s", ref.id, exc)
         for action in actions:

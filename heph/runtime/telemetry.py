@@ -17,6 +17,8 @@ EVENTS = (
     "step.async",
     "step.exception",
     "step.resume",
+    "segment.start",
+    "segment.stop",
 )
 
 Handler = Callable[[str, dict], Any]
