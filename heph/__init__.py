@@ -1,16 +1,15 @@
 """heph: a durable workflow engine for Python, driven from the command line.
 
-The public API of ``../shared/SPEC.md`` §1–3 is re-exported here.
+The public API of ``../shared/SPEC.md`` §1–3 is re-exported here. The authoring
+API (steps, workflows, errors) loads eagerly; the runtime (``Hephaestus``,
+storages, clocks, telemetry) loads on first use, so importing a workflow module
+stays cheap.
 """
 
 from heph.core.definition import Dynamic, Unique
 from heph.core.instance import Context, HistoryEntry, Instance
 from heph.core.steps import ASYNC, Debug, Done, Error, Retry, Step, Wait, WaitForEvent
 from heph.core.workflow import VersionedWorkflow, Workflow
-from heph.runtime.app import Hephaestus, current_app, use
-from heph.runtime.clock import ManualClock, SystemClock
-from heph.runtime.storage import JsonFileStorage, MemoryStorage, Storage
-from heph.runtime.telemetry import on
 from heph.errors import (
     AlreadyRunning,
     HephError,
@@ -27,11 +26,35 @@ from heph.errors import (
 
 __version__ = "0.1.0"
 
+_LAZY = {
+    "Hephaestus": "heph.runtime.app",
+    "current_app": "heph.runtime.app",
+    "use": "heph.runtime.app",
+    "ManualClock": "heph.runtime.clock",
+    "SystemClock": "heph.runtime.clock",
+    "Storage": "heph.runtime.storage.base",
+    "JsonFileStorage": "heph.runtime.storage.jsonfile",
+    "MemoryStorage": "heph.runtime.storage.memory",
+    "on": "heph.runtime.telemetry",
+}
+
 __all__ = [
     "ASYNC", "AlreadyRunning", "Context", "Debug", "Done", "Dynamic", "Error", "HephError",
     "HistoryEntry", "Instance", "InstanceNotFound", "InvalidContext", "InvalidEvent", "InvalidId",
     "InvalidVersion", "NotCancellable", "NotRetryable", "Retry", "Step", "StorageError", "Unique",
-    "VersionedWorkflow", "Wait", "WaitForEvent", "Workflow", "WorkflowDefinitionError",
-    "Hephaestus", "JsonFileStorage", "ManualClock", "MemoryStorage", "Storage", "SystemClock",
-    "current_app", "on", "use",
+    "VersionedWorkflow", "Wait", "WaitForEvent", "Workflow", "WorkflowDefinitionError", *_LAZY,
 ]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'heph' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
