@@ -316,10 +316,25 @@ def test_waiting_and_next_due_at():
     assert _bare().next_due_at is None and _bare().waiting == []
 
 
-def test_copy_is_independent():
+def test_copy_has_independent_containers():
     inst = _bare(context=Context({"a": [1]}, {"s": {"b": 2}}), runtime_metadata={"m": {"n": 1}},
                  history=[HistoryEntry("s", "completed", "ok")])
     twin = inst.copy()
+    assert twin == inst
+    twin.context.steps["t"] = {}
+    twin.runtime_metadata["x"] = 1
+    twin.history.append(HistoryEntry("t", "completed", "ok"))
+    twin.active.append({"step": "t"})
+    twin.completed.append("t")
+    assert inst.context.steps == {"s": {"b": 2}}
+    assert inst.runtime_metadata == {"m": {"n": 1}}
+    assert len(inst.history) == 1 and inst.active == [] and inst.completed == []
+
+
+def test_deepcopy_is_independent():
+    inst = _bare(context=Context({"a": [1]}, {"s": {"b": 2}}), runtime_metadata={"m": {"n": 1}},
+                 history=[HistoryEntry("s", "completed", "ok")])
+    twin = inst.deepcopy()
     assert twin == inst
     twin.context.initial["a"].append(2)
     twin.context.steps["s"]["b"] = 3
