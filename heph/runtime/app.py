@@ -12,6 +12,7 @@ from typing import Any, Iterable
 from heph.core import engine
 from heph.core.definition import WorkflowDefinition
 from heph.core.ids import build_id, new_suffix, parse_id
+from heph.core.steps import Done
 from heph.core.instance import STATUSES, Instance
 from heph.core.jsonsafe import NotJsonSafe, to_json
 from heph.core.workflow import lookup
@@ -163,9 +164,11 @@ class Hephaestus:
         lease = instance.lease or self._lease()
         dirty = False
         while (entry := engine.next_step(instance)) is not None:
-            if dirty:
-                session.update(instance)
             key = entry["step"]
+            if dirty and not issubclass(definition.steps[key], Done):
+                # persist before the next step runs; Done runs no user code, so the write after
+                # it is enough (a crash before it re-runs Done, which is harmless)
+                session.update(instance)
             emit("step.start", _payload(instance, step=key, attempt=entry["attempt"]))
             started = self.clock.now()
             outcome = engine.execute_step(definition, instance, entry)
@@ -339,10 +342,10 @@ class Hephaestus:
                         steps = [a["step"] for a in match[0].active]
                         self._recover(session, match[0])
                         actions.append({"id": ref.id, "run": ref.run, "step": ",".join(steps), "kind": "recovered"})
-            except StorageError as exc:
+            except HephError as exc:  # busy, corrupt, or a workflow/version no longer defined
                 log.info("tick skipped %s: %s", ref.id, exc)
         now = self.clock.now()
-        for ref in self.storage.due(now):
+        for ref in _due_refs(self.storage, now):
             try:
                 with self._session(ref.id, timeout=0) as session:
                     match = [r for r in session.runs() if r.run == ref.run]
@@ -360,11 +363,18 @@ class Hephaestus:
                                for f in fired if f["kind"] == "timer"]
                     trigger = "timer" if opening else "retry"
                     self._drive(session, definition, fired_instance, trigger, opening)
-            except StorageError as exc:
+            except HephError as exc:  # one bad instance must not stop the others
                 log.info("tick skipped %s: %s", ref.id, exc)
         for action in actions:
             log.info("tick: %s %s of %s", action["kind"], action["step"], action["id"])
         return actions
+
+
+def _due_refs(storage: Storage, now: datetime):
+    """The due runs for one tick: ``storage.due(now)``, or, when the store can share them out
+    among concurrent workers (``due_batches``, e.g. PostgreSQL), the batches it claims for us."""
+    batches = getattr(storage, "due_batches", None)
+    return batches(now) if batches is not None else storage.due(now)
 
 
 def _conflicts(scope: str, other: Instance, definition: WorkflowDefinition) -> bool:
