@@ -35,6 +35,7 @@ _LAZY = {
     "Storage": "heph.runtime.storage.base",
     "JsonFileStorage": "heph.runtime.storage.jsonfile",
     "MemoryStorage": "heph.runtime.storage.memory",
+    "PostgresStorage": "heph.runtime.storage.postgres",
     "on": "heph.runtime.telemetry",
 }
 

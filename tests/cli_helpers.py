@@ -18,7 +18,8 @@ ANSI = "\x1b["
 
 # Variables that would change what heph prints (colours, terminal width) or which project it uses.
 _SCRUBBED = ("COLUMNS", "LINES", "FORCE_COLOR", "NO_COLOR", "CLICOLOR_FORCE", "TTY_COMPATIBLE",
-             "TTY_INTERACTIVE", "HEPH_CONFIG", "PYTHONWARNINGS", "JUPYTER_COLUMNS", "JUPYTER_LINES")
+             "TTY_INTERACTIVE", "HEPH_CONFIG", "PYTHONWARNINGS", "JUPYTER_COLUMNS", "JUPYTER_LINES",
+             "HEPH_DATABASE_URL")
 
 
 def make_project(dest: Path) -> Path:

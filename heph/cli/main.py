@@ -104,10 +104,10 @@ def _project(collect: bool = False):
 
 
 def _app(project):
+    from heph.cli.project import open_storage
     from heph.runtime.app import Hephaestus
-    from heph.runtime.storage.jsonfile import JsonFileStorage
 
-    return Hephaestus(storage=JsonFileStorage(project.storage_path, lock_timeout=project.lock_timeout))
+    return Hephaestus(storage=open_storage(project))
 
 
 def _workflow(name: str):
@@ -419,8 +419,12 @@ def worker(
                 if status is not None:
                     status.update(f"heph worker: {ticks} ticks, {total} fired; next tick in {interval:g}s (Ctrl-C stops)")
                 deadline = time.monotonic() + interval
+                wait_for_work = getattr(app.storage, "wait_for_work", None)  # PostgreSQL: LISTEN/NOTIFY
                 while not stop["now"] and time.monotonic() < deadline and (iterations is None or ticks < iterations):
-                    time.sleep(min(0.05, interval))
+                    if wait_for_work is None:
+                        time.sleep(min(0.05, interval))
+                    elif wait_for_work(min(0.25, max(0.0, deadline - time.monotonic()))):
+                        break
         finally:
             if status is not None:
                 status.stop()
@@ -442,6 +446,9 @@ def doctor(
         from heph.runtime.storage.jsonfile import JsonFileStorage
 
         project, _ = _project()
+        if project.storage_type != "json":
+            raise CliError("heph doctor checks JSON-file stores; this project stores runs in PostgreSQL "
+                           "(`heph db migrate` checks its schema; use `heph list` and PostgreSQL's own tools)")
 
         def known(name: str, version: int) -> bool:
             cls = lookup(name)
@@ -478,6 +485,82 @@ def doctor(
             typer.echo("\n".join(lines))
         if not report["healthy"]:
             raise typer.Exit(1)
+
+
+db_cli = typer.Typer(name="db", help="PostgreSQL storage: schema migrations.", no_args_is_help=True,
+                     add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None)
+cli.add_typer(db_cli, name="db")
+
+
+@db_cli.command("migrate")
+def db_migrate(json_out: bool = JSON_OPTION) -> None:
+    """Create or upgrade heph's tables in the project's PostgreSQL schema (safe to run again)."""
+    with refusals(json_out):
+        from heph.cli.project import open_storage
+        from heph.runtime.storage.postgres import LATEST, redact
+
+        project = load_project(find_config(_options().config))
+        if project.storage_type != "postgres":
+            raise CliError("this project stores runs in JSON files; `heph db migrate` is for storage type postgres "
+                           "(storage: {type: postgres, dsn: ...} in heph.yaml, or $HEPH_DATABASE_URL)")
+        store = open_storage(project)
+        try:
+            applied = store.migrate()
+            versions = [m["version"] for m in store.migrations()]
+        finally:
+            store.close()
+        where = f"schema {project.schema} at {redact(project.dsn)}"
+        data = {"schema": project.schema, "applied": applied, "versions": versions, "latest": LATEST}
+        text = (f"applied migration(s) {', '.join(map(str, applied))} to {where}" if applied
+                else f"{where} is up to date")
+        _emit(json_out, data, f"{text} (version {max(versions, default=0)})")
+
+
+storage_cli = typer.Typer(name="storage", help="Move runs between stores.", no_args_is_help=True,
+                          add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None)
+cli.add_typer(storage_cli, name="storage")
+
+
+@storage_cli.command("copy")
+def storage_copy(
+    to: str = typer.Option(..., "--to", help="The heph.yaml (or its directory) of the target store."),
+    json_out: bool = JSON_OPTION,
+) -> None:
+    """Copy every run of this project's store into the store of another heph.yaml, verified by checksums."""
+    with refusals(json_out):
+        from heph.cli.project import open_storage
+        from heph.runtime.storage.copy import copy_runs
+
+        project, _ = _project()
+        target_config = find_config(to)
+        target = load_project(target_config, use_env=False)  # the target is exactly what its heph.yaml says
+        if _store_key(target) == _store_key(project):
+            raise CliError(f"{target_config} uses the same store as this project; nothing to copy")
+        source_store, target_store = open_storage(project), open_storage(target)
+        try:
+            report = copy_runs(source_store, target_store)
+        finally:
+            source_store.close()
+            target_store.close()
+        report = {"source": _store_name(project), "target": _store_name(target), **report}
+        _emit(json_out, report,
+              f"copied {report['copied']} run(s) of {report['ids']} instance id(s) from {report['source']} to "
+              f"{report['target']} ({report['already_present']} already there); "
+              f"verified {report['verified']}/{report['runs']} checksums (sha256 {report['checksum'][:16]}...)")
+
+
+def _store_key(project) -> tuple:
+    if project.storage_type == "postgres":
+        return ("postgres", project.dsn, project.schema)
+    return ("json", str(project.storage_path.resolve()))
+
+
+def _store_name(project) -> str:
+    if project.storage_type == "postgres":
+        from heph.runtime.storage.postgres import redact
+
+        return f"postgres {redact(project.dsn)} schema {project.schema}"
+    return f"json {project.storage_path}"
 
 
 def run() -> None:

@@ -18,7 +18,8 @@ MAX_CONFIG_BYTES = 1024 * 1024
 MAX_CONTEXT_BYTES = 16 * 1024 * 1024
 _MODULE_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*\Z")
 _KNOWN_KEYS = {"workflows", "storage"}
-_STORAGE_KEYS = {"path", "type", "lock_timeout"}
+_STORAGE_KEYS = {"json": {"type", "path", "lock_timeout"}, "postgres": {"type", "dsn", "schema", "lock_timeout"}}
+DATABASE_URL_ENV = "HEPH_DATABASE_URL"
 
 
 class CliError(HephError):
@@ -35,6 +36,9 @@ class Project:
     modules: list[str]
     storage_path: Path
     lock_timeout: float = 30.0
+    storage_type: str = "json"          # "json" or "postgres"
+    dsn: str | None = None              # postgres: from $HEPH_DATABASE_URL, else storage.dsn
+    schema: str = "heph"                # postgres: the schema holding heph's tables
     import_errors: list[dict] = field(default_factory=list)
 
     @property
@@ -61,8 +65,11 @@ def find_config(explicit: str | None) -> Path:
     raise CliError(f"no {CONFIG_NAME} found in {here} or its parents: create one, or pass --config PATH")
 
 
-def load_project(path: Path) -> Project:
-    """Parse and check ``heph.yaml``; ``CliError`` names the first problem."""
+def load_project(path: Path, use_env: bool = True) -> Project:
+    """Parse and check ``heph.yaml``; ``CliError`` names the first problem.
+
+    ``$HEPH_DATABASE_URL`` (unless ``use_env`` is false) selects PostgreSQL at that URL,
+    whatever ``storage.type`` says."""
     import yaml
 
     try:
@@ -90,18 +97,35 @@ def load_project(path: Path) -> Project:
     storage = data.get("storage") or {}
     if not isinstance(storage, dict):
         raise CliError(f"{path}: 'storage' must be a mapping such as {{path: .heph}}")
-    unknown = sorted(str(k) for k in storage if k not in _STORAGE_KEYS)
+    kind = storage.get("type", "json")
+    if not isinstance(kind, str) or kind not in _STORAGE_KEYS:
+        raise CliError(f"{path}: storage type {kind!r} is not supported; use json or postgres")
+    allowed = _STORAGE_KEYS[kind]
+    unknown = sorted(str(k) for k in storage if k not in allowed)
     if unknown:
-        raise CliError(f"{path}: unknown storage key(s) {', '.join(unknown)}; allowed: path, type, lock_timeout")
-    if storage.get("type", "json") != "json":
-        raise CliError(f"{path}: storage type {storage.get('type')!r} is not supported; use json")
+        raise CliError(f"{path}: unknown storage key(s) {', '.join(unknown)} for type {kind}; "
+                       f"allowed: {', '.join(sorted(allowed))}")
     store = storage.get("path", ".heph")
     if not isinstance(store, str) or not store or "\0" in store:
         raise CliError(f"{path}: storage.path must be a non-empty string")
     timeout = storage.get("lock_timeout", 30.0)
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 <= timeout <= 3600:
         raise CliError(f"{path}: storage.lock_timeout must be a number of seconds between 0 and 3600")
-    return Project(config=path, modules=list(modules), storage_path=(path.parent / store), lock_timeout=float(timeout))
+    project = Project(config=path, modules=list(modules), storage_path=(path.parent / store), lock_timeout=float(timeout))
+    dsn = storage.get("dsn")
+    if dsn is not None and (not isinstance(dsn, str) or not dsn.strip() or "\0" in dsn):
+        raise CliError(f"{path}: storage.dsn must be a PostgreSQL URL such as postgresql://user@host:5432/dbname")
+    schema = storage.get("schema", "heph")
+    if not isinstance(schema, str) or not re.fullmatch(r"[a-z_][a-z0-9_]{0,39}", schema):
+        raise CliError(f"{path}: storage.schema must be a lower-case PostgreSQL name ([a-z_][a-z0-9_]*, at most 40 characters)")
+    env_dsn = os.environ.get(DATABASE_URL_ENV) if use_env else None
+    if env_dsn:
+        project.storage_type, project.dsn, project.schema = "postgres", env_dsn, schema
+    elif kind == "postgres":
+        if dsn is None:
+            raise CliError(f"{path}: storage type postgres needs storage.dsn (or set ${DATABASE_URL_ENV})")
+        project.storage_type, project.dsn, project.schema = "postgres", dsn, schema
+    return project
 
 
 def import_workflows(project: Project, collect: bool = False) -> list[dict]:
@@ -226,3 +250,14 @@ def parse_context(data: bytes, source: str) -> dict:
     if not isinstance(value, dict):
         raise CliError(f"the context in {source} must be a JSON object ({{...}}), got a JSON {type(value).__name__}")
     return value
+
+
+def open_storage(project: Project):
+    """The project's store: ``JsonFileStorage`` (the default) or ``PostgresStorage``."""
+    if project.storage_type == "postgres":
+        from heph.runtime.storage.postgres import PostgresStorage
+
+        return PostgresStorage(project.dsn, schema=project.schema, lock_timeout=project.lock_timeout)
+    from heph.runtime.storage.jsonfile import JsonFileStorage
+
+    return JsonFileStorage(project.storage_path, lock_timeout=project.lock_timeout)

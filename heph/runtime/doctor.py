@@ -15,7 +15,7 @@ from typing import Callable
 
 from heph.core.instance import STATUSES
 from heph.errors import StorageError
-from heph.runtime.storage.jsonfile import JsonFileStorage, _is_run_name, read_instance
+from heph.runtime.storage.jsonfile import JsonFileStorage, _is_run_name, _make_dirs, read_instance
 
 
 def diagnose(store: JsonFileStorage, *, repair: bool = False,
@@ -88,7 +88,7 @@ def diagnose(store: JsonFileStorage, *, repair: bool = False,
 def _quarantine(store: JsonFileStorage, path: Path) -> str:
     """Move ``path`` to ``quarantine/<id dir>/`` under a name that overwrites nothing."""
     folder = store.root / "quarantine" / path.parent.name
-    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    _make_dirs(folder, store.root)  # 0700 for quarantine/ too, whatever the umask
     target = folder / path.name
     counter = 1
     while target.exists():

@@ -8,9 +8,10 @@ from heph.runtime.storage.base import RunRef, Session, Storage
 _ADAPTERS = {
     "JsonFileStorage": "heph.runtime.storage.jsonfile",
     "MemoryStorage": "heph.runtime.storage.memory",
+    "PostgresStorage": "heph.runtime.storage.postgres",
 }
 
-__all__ = ["JsonFileStorage", "MemoryStorage", "RunRef", "Session", "Storage"]
+__all__ = ["JsonFileStorage", "MemoryStorage", "PostgresStorage", "RunRef", "Session", "Storage"]
 
 
 def __getattr__(name: str):

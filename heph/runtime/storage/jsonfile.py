@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -36,6 +37,7 @@ STORE_FORMAT = "heph-json-store 1\n"
 INDEX_FORMAT = "heph-index 1\n"
 MAX_FILE_BYTES = 64 * 1024 * 1024
 _DUE_FORMAT = "%Y%m%dT%H%M%S%f"
+_WORKFLOW_NAME = re.compile(r"[a-z][a-z0-9_]*\Z")
 
 
 def id_dir_name(instance_id: str) -> str:
@@ -148,7 +150,19 @@ def read_instance(path: Path) -> Instance:
         ) from None
     if path.stem != instance.run or path.parent.name != instance.id.replace("::", "~"):
         raise StorageError(f"instance file {path} holds run {instance.run} of {instance.id}, which belongs elsewhere")
+    if not (_WORKFLOW_NAME.match(instance.workflow) and _valid_id(instance.id)):  # both end up in index file names
+        raise StorageError(f"instance file {path} is corrupt (id {instance.id[:60]!r} or workflow "
+                           f"{instance.workflow[:60]!r} is malformed); it was left untouched: move it aside "
+                           f"or run `heph doctor --repair`")
     return instance
+
+
+def _valid_id(instance_id: str) -> bool:
+    try:
+        check_id(instance_id)
+    except ValueError:
+        return False
+    return True
 
 
 class _FileSession(Session):
@@ -313,7 +327,8 @@ class JsonFileStorage(Storage):
                         continue
                     if version is not None and ver != str(version):
                         continue
-                    hits.add((_id_from_dir("~".join(parts[:-3])), run))
+                    if _valid_id(_id_from_dir("~".join(parts[:-3]))):  # a stray file in the index is no hit
+                        hits.add((_id_from_dir("~".join(parts[:-3])), run))
             candidates = sorted(hits, key=lambda h: h[1], reverse=True)
         found: list[Instance] = []
         for cid, run in candidates:
@@ -346,7 +361,8 @@ class JsonFileStorage(Storage):
             stamp, _, rest = name.partition("~")
             if stamp <= limit and "~" in rest:
                 id_part, _, run = rest.rpartition("~")
-                refs.add(RunRef(_id_from_dir(id_part), run))
+                if _valid_id(_id_from_dir(id_part)):
+                    refs.add(RunRef(_id_from_dir(id_part), run))
         return sorted(refs)
 
     def interrupted(self) -> list[RunRef]:
@@ -356,7 +372,7 @@ class JsonFileStorage(Storage):
         for status in ("pending", "running"):
             for name in self._listdir(self.index / "status" / status):
                 parts = name.split("~")
-                if len(parts) >= 4:
+                if len(parts) >= 4 and _valid_id(_id_from_dir("~".join(parts[:-3]))):
                     refs.add(RunRef(_id_from_dir("~".join(parts[:-3])), parts[-3]))
         return sorted(refs)
 
