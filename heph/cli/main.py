@@ -302,34 +302,32 @@ def list_(
             out.print(f"{len(found)} instance(s){more}", style="dim")
 
 
+WORKFLOW_ARG = typer.Argument(None, help="Workflow name.")
+VALUE_ARG = typer.Argument(None, help="Business value.")
+
+
+def _act(action: str, verb: str, workflow: Optional[str], value: Optional[str], full_id: Optional[str],
+         json_out: bool) -> None:
+    """Run ``app.<action>(id)`` on the instance named by WORKFLOW VALUE or --id and report it."""
+    with refusals(json_out):
+        project, _ = _project()
+        instance_id, cls = _target(workflow, value, full_id)
+        inst = getattr(_app(project), action)(instance_id, workflow=cls)
+        _emit(json_out, _summary(inst), _describe(inst, verb))
+
+
 @cli.command()
-def cancel(
-    workflow: Optional[str] = typer.Argument(None, help="Workflow name."),
-    value: Optional[str] = typer.Argument(None, help="Business value."),
-    full_id: Optional[str] = ID_OPTION,
-    json_out: bool = JSON_OPTION,
-) -> None:
+def cancel(workflow: Optional[str] = WORKFLOW_ARG, value: Optional[str] = VALUE_ARG,
+           full_id: Optional[str] = ID_OPTION, json_out: bool = JSON_OPTION) -> None:
     """Cancel an active instance (its timers are dropped)."""
-    with refusals(json_out):
-        project, _ = _project()
-        instance_id, cls = _target(workflow, value, full_id)
-        inst = _app(project).cancel(instance_id, workflow=cls)
-        _emit(json_out, _summary(inst), _describe(inst, "cancelled"))
+    _act("cancel", "cancelled", workflow, value, full_id, json_out)
 
 
 @cli.command()
-def retry(
-    workflow: Optional[str] = typer.Argument(None, help="Workflow name."),
-    value: Optional[str] = typer.Argument(None, help="Business value."),
-    full_id: Optional[str] = ID_OPTION,
-    json_out: bool = JSON_OPTION,
-) -> None:
+def retry(workflow: Optional[str] = WORKFLOW_ARG, value: Optional[str] = VALUE_ARG,
+          full_id: Optional[str] = ID_OPTION, json_out: bool = JSON_OPTION) -> None:
     """Re-run a failed instance from its failed step."""
-    with refusals(json_out):
-        project, _ = _project()
-        instance_id, cls = _target(workflow, value, full_id)
-        inst = _app(project).retry(instance_id, workflow=cls)
-        _emit(json_out, _summary(inst), _describe(inst, "retried"))
+    _act("retry", "retried", workflow, value, full_id, json_out)
 
 
 @cli.command()
