@@ -181,7 +181,7 @@ def check(json_out: bool = JSON_OPTION) -> None:
             current = cls.definition()
             rows.append({"name": name, "key": cls.__heph_unique__.key, "scope": cls.__heph_unique__.scope,
                          "versions": versions, "current": cls.__heph_current__, "steps": len(current.steps),
-                         "tags": list(current.tags), "file": current.file, "line": current.line})
+                         "tags": list(cls.tags if cls.tags else current.tags), "file": current.file, "line": current.line})
         if json_out:
             typer.echo(json.dumps({"workflows": rows, "errors": problems, "ok": not problems}))
         else:
