@@ -266,11 +266,6 @@ def test_a_run_killed_mid_step_is_reported_interrupted_and_tick_finishes_it(proj
     assert code == 0 and report["interrupted"] == [] and report["healthy"]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "heph bug (reported, not fixed here): resume/retry first re-runs the steps of a run a dead process left "
-    "running (at-least-once) and logs that as a WARNING, which the CLI prints on stderr; when the resume is then "
-    "refused (the recovered run no longer waits), stderr has two lines instead of one, and the refused command "
-    "has changed the disk (the recovery's writes). Seen by bench/torture.py as well."))
 def test_a_refused_resume_after_a_recovery_prints_one_line(project):
     log = project / "steps.log"
     log.write_text("")

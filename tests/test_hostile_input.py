@@ -436,7 +436,7 @@ def test_a_50_mb_context_is_refused_in_bounded_memory(project):
     argv = [sys.executable, "-m", "heph", "start", "hostile", "big1", "--context"]
     for extra, stdin in (([str(big)], None), (["-"], big)):
         code, rss, err = peak_memory_kb(argv + extra, project, stdin)
-        assert code == 1 and len(err.strip().splitlines()) == 1 and "16 MB" in err, err
+        assert code == 1 and len(err.strip().splitlines()) == 1 and "2 MB" in err, err
         assert rss < MEMORY_LIMIT_KB, f"peak RSS {rss} KB"
     assert_same_snapshot(before, snapshot(store(project)), "50 MB context")
 

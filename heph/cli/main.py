@@ -7,6 +7,7 @@ too) and exits 1; usage errors exit 2; ``--debug`` shows tracebacks.
 from __future__ import annotations
 
 import json
+import logging
 import sys
 import time
 from contextlib import contextmanager
@@ -51,6 +52,34 @@ def main(
 ) -> None:
     """Start, resume, inspect, cancel and retry workflow instances stored next to your project."""
     _OPTIONS.config, _OPTIONS.debug = config, debug
+    logger = logging.getLogger("heph")
+    if debug:
+        logger.setLevel(logging.DEBUG)
+        logging.basicConfig(level=logging.DEBUG, format="%(levelname)s %(name)s: %(message)s")
+    else:
+        logger.setLevel(logging.WARNING)
+        logger.propagate = False
+        logger.addHandler(_WARNINGS)
+
+
+class _Warnings(logging.Handler):
+    """Holds heph's warnings until the command ends: shown after a success, dropped after a
+    refusal (whose one error line says what matters); ``--debug`` shows every record at once."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage().splitlines()[0] if record.getMessage() else record.levelname)
+
+    def flush_to_stderr(self) -> None:
+        for line in self.lines:
+            typer.echo(f"warning: {line}", err=True)
+        self.lines.clear()
+
+
+_WARNINGS = _Warnings()
 
 
 # -- plumbing ----------------------------------------------------------------------
@@ -71,7 +100,10 @@ def refusals(json_out: bool) -> Iterator[None]:
     """Turn errors into one clear line (and exit 1); let usage errors and exits through."""
     try:
         yield
-    except typer.Exit:
+        _WARNINGS.flush_to_stderr()
+    except typer.Exit as exc:
+        if exc.exit_code == 0:
+            _WARNINGS.flush_to_stderr()
         raise
     except UsageError as exc:
         typer.echo(f"Usage error: {exc} (see --help)", err=True)
@@ -407,6 +439,7 @@ def worker(
         try:
             while not stop["now"] and (iterations is None or ticks < iterations):
                 actions = app.tick()
+                _WARNINGS.flush_to_stderr()
                 ticks += 1
                 total += len(actions)
                 for a in actions:

@@ -15,7 +15,7 @@ from heph.errors import HephError
 
 CONFIG_NAME = "heph.yaml"
 MAX_CONFIG_BYTES = 1024 * 1024
-MAX_CONTEXT_BYTES = 16 * 1024 * 1024
+MAX_CONTEXT_BYTES = 2 * 1024 * 1024  # the same limit as heph.runtime.app.MAX_CONTEXT_BYTES
 _MODULE_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*\Z")
 _KNOWN_KEYS = {"workflows", "storage"}
 _STORAGE_KEYS = {"json": {"type", "path", "lock_timeout"}, "postgres": {"type", "dsn", "schema", "lock_timeout"}}

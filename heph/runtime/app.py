@@ -31,7 +31,7 @@ from heph.runtime.telemetry import emit
 
 log = logging.getLogger("heph")
 
-MAX_CONTEXT_BYTES = 16 * 1024 * 1024
+MAX_CONTEXT_BYTES = 2 * 1024 * 1024
 _current: Hephaestus | None = None
 
 
@@ -77,8 +77,8 @@ def check_context(context: object) -> dict:
         plain = to_json(context)
     except NotJsonSafe as exc:
         raise InvalidContext(f"the start context is not JSON-serialisable: {exc}") from None
-    if len(json.dumps(plain)) > MAX_CONTEXT_BYTES:
-        raise InvalidContext(f"the start context is larger than {MAX_CONTEXT_BYTES // (1024 * 1024)} MB")
+    if len(json.dumps(plain, ensure_ascii=False).encode("utf-8", "surrogatepass")) > MAX_CONTEXT_BYTES:
+        raise InvalidContext(f"the start context is larger than {MAX_CONTEXT_BYTES // (1024 * 1024)} MB of JSON")
     return plain  # type: ignore[return-value]
 
 
