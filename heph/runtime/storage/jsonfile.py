@@ -81,8 +81,9 @@ def crash_point(name: str) -> None:
             os.kill(os.getpid(), signal.SIGKILL)
 
 
-def write_durably(path: Path, data: bytes, new_dir: bool = False) -> None:
-    """Replace ``path`` with ``data`` atomically: temp file, fsync, rename, fsync of the directory."""
+def write_durably(path: Path, data: bytes, new_dir: bool = False, dir_fd: int | None = None) -> None:
+    """Replace ``path`` with ``data`` atomically: temp file, fsync, rename, fsync of the directory
+    (through ``dir_fd`` when the caller keeps the directory open)."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
@@ -95,7 +96,10 @@ def write_durably(path: Path, data: bytes, new_dir: bool = False) -> None:
     crash_point("before-rename")
     os.replace(tmp, path)
     crash_point("after-rename")
-    _fsync_dir(path.parent)
+    if dir_fd is not None:
+        os.fsync(dir_fd)
+    else:
+        _fsync_dir(path.parent)
     if new_dir:
         _fsync_dir(path.parent.parent)
 
@@ -182,6 +186,18 @@ class _FileSession(Session):
         self._dir = directory
         self._new_dir = new_dir
         self._known: dict[str, Instance] = {}
+        self._dir_fd: int | None = None
+
+    def _fd(self) -> int:
+        """The instance directory, kept open for the session's directory fsyncs."""
+        if self._dir_fd is None:
+            self._dir_fd = os.open(self._dir, os.O_RDONLY)
+        return self._dir_fd
+
+    def close(self) -> None:
+        if self._dir_fd is not None:
+            os.close(self._dir_fd)
+            self._dir_fd = None
 
     def runs(self) -> list[Instance]:
         found = self._store.runs(self._id)
@@ -193,7 +209,7 @@ class _FileSession(Session):
         if path.exists():
             raise StorageError(f"run {instance.run} of {self._id} already exists")
         self._store._add_markers(instance)
-        write_durably(path, encode(instance), new_dir=self._new_dir)
+        write_durably(path, encode(instance), new_dir=self._new_dir, dir_fd=self._fd())
         self._new_dir = False
         self._known[instance.run] = instance
 
@@ -203,7 +219,7 @@ class _FileSession(Session):
         new_markers = self._store._markers(instance)
         old_markers = self._store._markers(old)
         self._store._touch(new_markers - old_markers)
-        write_durably(path, encode(instance))
+        write_durably(path, encode(instance), dir_fd=self._fd())
         crash_point("before-marker-cleanup")
         self._store._remove(old_markers - new_markers)
         self._known[instance.run] = instance
@@ -284,9 +300,11 @@ class JsonFileStorage(Storage):
             raise StorageError(
                 f"instance {instance_id} is busy (another heph process holds its lock); try again later"
             ) from None
+        session = _FileSession(self, instance_id, directory, new_dir)
         try:
-            yield _FileSession(self, instance_id, directory, new_dir)
+            yield session
         finally:
+            session.close()
             lock.release()
 
     def runs(self, instance_id: str) -> list[Instance]:
