@@ -280,7 +280,9 @@ class JsonFileStorage(Storage):
     def _lock(self, directory: Path, timeout: float):
         from filelock import FileLock
 
-        return FileLock(directory / ".lock", timeout=timeout, mode=0o600, preserve_lock_file=True)
+        # a waiting process polls the lock: every 5 ms rather than filelock's default 50 ms
+        return FileLock(directory / ".lock", timeout=timeout, mode=0o600, preserve_lock_file=True,
+                        poll_interval=0.005)
 
     # -- the contract -------------------------------------------------------------
 
