@@ -40,7 +40,10 @@ def main() -> None:
     elif not use_dbos:
         print(f"   {_common.NO_DBOS}")
 
-    env = {k: v for k, v in os.environ.items() if k != "HEPH_CONFIG"}
+    # Bytecode caching on, as on a normal install: with PYTHONDONTWRITEBYTECODE set, heph's and the
+    # project's modules would be compiled from source on every run while typer's (compiled when pip
+    # installed it) would not. The warm-up round writes the caches.
+    env = {k: v for k, v in os.environ.items() if k not in ("HEPH_CONFIG", "PYTHONDONTWRITEBYTECODE")}
     with temp_dir("b3") as tmp:
         project = tmp / "sample_project"
         shutil.copytree(SAMPLE_PROJECT, project, ignore=shutil.ignore_patterns(".heph", "__pycache__"))
