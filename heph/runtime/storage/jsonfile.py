@@ -17,6 +17,7 @@ missing index is rebuilt from the instance files.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -272,10 +273,8 @@ class JsonFileStorage(Storage):
 
     def _remove(self, markers: Iterable[str]) -> None:
         for marker in markers:
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.index / marker)
-            except FileNotFoundError:
-                pass
 
     def _lock(self, directory: Path, timeout: float):
         from filelock import FileLock

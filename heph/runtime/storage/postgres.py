@@ -75,6 +75,7 @@ Limits: ``jsonb`` cannot hold the character U+0000 in strings; such a write rais
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -225,10 +226,8 @@ class _Pool:
 
     @staticmethod
     def discard(conn) -> None:
-        try:
+        with contextlib.suppress(Exception):  # already broken
             conn.close()
-        except Exception:  # noqa: BLE001 - already broken
-            pass
 
     def close(self) -> None:
         with self._lock:
