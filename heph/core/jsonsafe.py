@@ -60,18 +60,32 @@ def to_json(value: object, path: str = "", depth: int = 0) -> object:
 
 def is_json_safe(value: object) -> bool:
     """True if ``value`` is already plain JSON (no conversion needed)."""
-    try:
-        return to_json(value) == value and _strict(value)
-    except NotJsonSafe:
-        return False
+    return json_safe_problem(value, "value") is None
 
 
-def _strict(value: object) -> bool:
+def json_safe_problem(value: object, path: str, depth: int = 0) -> str | None:
+    """Why ``value`` is not plain JSON (str keys, finite numbers), or None."""
+    if depth > 100:
+        return f"{path} is nested too deeply"
+    if value is None or isinstance(value, (str, bool, int)):
+        return None
+    if isinstance(value, float):
+        return None if math.isfinite(value) else f"{path} = {value!r} is not a finite number"
     if isinstance(value, dict):
-        return all(_strict(v) for v in value.values())
+        for k, v in value.items():
+            if not isinstance(k, str):
+                return f"{path} has a non-str key {k!r}"
+            found = json_safe_problem(v, f"{path}[{k!r}]", depth + 1)
+            if found:
+                return found
+        return None
     if isinstance(value, list):
-        return all(_strict(v) for v in value)
-    return value is None or isinstance(value, (str, bool, int, float))
+        for i, v in enumerate(value):
+            found = json_safe_problem(v, f"{path}[{i}]", depth + 1)
+            if found:
+                return found
+        return None
+    return f"{path} = {value!r} is not JSON-safe ({type(value).__name__})"
 
 
 def _text(value: str, path: str) -> str:

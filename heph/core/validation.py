@@ -7,11 +7,11 @@ and ``heph check`` calls the same functions.
 
 from __future__ import annotations
 
-import math
 import re
 
 from heph.core.definition import SCOPES, Dynamic, Edge, Route, Target, Unique, WorkflowDefinition
 from heph.core.ids import KEY_RE
+from heph.core.jsonsafe import json_safe_problem
 from heph.core.steps import Done, Retry, Wait, step_key
 
 NAME_RE = re.compile(r"[a-z][a-z0-9_]*\Z")
@@ -82,31 +82,6 @@ def check_tags(tags: object, problems: Problems) -> list[str]:
         problems.add(f"tags must be a list of str, got {tags!r}")
         return []
     return list(tags)
-
-
-def json_safe_problem(value: object, path: str, depth: int = 0) -> str | None:
-    """Why ``value`` is not plain JSON (str keys, finite numbers), or None."""
-    if depth > 100:
-        return f"{path} is nested too deeply"
-    if value is None or isinstance(value, (str, bool, int)):
-        return None
-    if isinstance(value, float):
-        return None if math.isfinite(value) else f"{path} = {value!r} is not a finite number"
-    if isinstance(value, dict):
-        for k, v in value.items():
-            if not isinstance(k, str):
-                return f"{path} has a non-str key {k!r}"
-            found = json_safe_problem(v, f"{path}[{k!r}]", depth + 1)
-            if found:
-                return found
-        return None
-    if isinstance(value, (list, tuple)):
-        for i, v in enumerate(value):
-            found = json_safe_problem(v, f"{path}[{i}]", depth + 1)
-            if found:
-                return found
-        return None
-    return f"{path} = {value!r} is not JSON-safe ({type(value).__name__})"
 
 
 def check_metadata(metadata: object, problems: Problems) -> dict:
