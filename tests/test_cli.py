@@ -463,3 +463,11 @@ def test_piped_output_has_no_ansi_codes(shop, no_color):
                  ["show", "nope", "x"]):
         run = heph(*args, cwd=shop, env=env)
         assert ANSI not in run.out and ANSI not in run.err, run
+
+
+def test_start_options_reach_version_for(project):
+    legacy = ok_json("start", "createuser", "olga", "--option", "legacy=true", "--json", cwd=project)
+    assert legacy["version"] == 1
+    current = ok_json("start", "createuser", "pete", "-o", "legacy=false", "--json", cwd=project)
+    assert current["version"] == 2
+    assert_usage_error(heph("start", "createuser", "quinn", "--option", "legacy", cwd=project))

@@ -169,6 +169,20 @@ def _target(workflow: Optional[str], value: Optional[str], full_id: Optional[str
     return (check_id(value) if "::" in value else build_id(unique.key, value)), cls
 
 
+def _parse_options(items: List[str]) -> dict:
+    """``--option KEY=VALUE`` pairs: VALUE parsed as JSON (``true``, ``3``), else kept as text."""
+    options = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.isidentifier():
+            raise UsageError(f"--option takes KEY=VALUE with KEY an identifier, got {item!r}")
+        try:
+            options[key] = json.loads(raw)
+        except ValueError:
+            options[key] = raw
+    return options
+
+
 def _summary(inst) -> dict:
     from heph.core.instance import to_iso
 
@@ -240,6 +254,8 @@ def start(
     context: Optional[str] = typer.Option(None, "--context", help="JSON file with the start context ('-' for stdin)."),
     context_json: Optional[str] = typer.Option(None, "--context-json", help="The start context as inline JSON."),
     version: Optional[int] = typer.Option(None, "--version", help="Start this version (default: version_for, else current)."),
+    option: Optional[List[str]] = typer.Option(None, "--option", "-o", metavar="KEY=VALUE",
+                                               help="An option for the workflow's version_for (repeatable; VALUE is JSON, else text)."),
     full_id: Optional[str] = ID_OPTION,
     json_out: bool = JSON_OPTION,
 ) -> None:
@@ -247,14 +263,15 @@ def start(
     with refusals(json_out):
         if (value is None) == (full_id is None):
             raise UsageError("give VALUE or --id FULL_ID (one of them)")
+        options = _parse_options(option or [])
         initial = read_context(context, context_json)
         project, _ = _project()
         cls = _workflow(workflow)
         app = _app(project)
         if full_id is not None:
-            instance_id = app.start_instance(cls, initial, id=full_id, version=version)
+            instance_id = app.start_instance(cls, initial, id=full_id, version=version, options=options)
         else:
-            instance_id = app.start(cls, value, initial, version=version)
+            instance_id = app.start(cls, value, initial, version=version, **options)
         inst = app.get(instance_id, workflow=cls)
         _emit(json_out, _summary(inst), _describe(inst, "started"))
 
