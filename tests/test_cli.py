@@ -20,6 +20,7 @@ from cli_helpers import (
     SAMPLE,
     SAMPLE_WORKFLOWS,
     assert_refused,
+    assert_usage_error,
     cli_env,
     heph,
     make_project,
