@@ -23,7 +23,6 @@ from heph.errors import (
     InvalidContext,
     InvalidId,
     InvalidVersion,
-    StorageError,
 )
 from heph.runtime.clock import SystemClock
 from heph.runtime.storage.base import Session, Storage

@@ -1,0 +1,139 @@
+"""Store administration commands: ``heph doctor``, ``heph db migrate``, ``heph storage copy``."""
+
+from __future__ import annotations
+
+import json
+
+import typer
+
+from heph.cli.main import JSON_OPTION, _emit, _options, _project, cli, refusals
+from heph.cli.project import CliError, find_config, load_project
+
+
+@cli.command()
+def doctor(
+    repair: bool = typer.Option(False, "--repair", help="Rebuild the index and move corrupt files to quarantine/."),
+    json_out: bool = JSON_OPTION,
+) -> None:
+    """Check every instance file, the index, locks and leases; --repair fixes what is safe to fix."""
+    with refusals(json_out):
+        from heph.core.workflow import lookup
+        from heph.runtime.doctor import diagnose
+        from heph.runtime.storage.jsonfile import JsonFileStorage
+
+        project, _ = _project()
+        if project.storage_type != "json":
+            raise CliError("heph doctor checks JSON-file stores; this project stores runs in PostgreSQL "
+                           "(`heph db migrate` checks its schema; use `heph list` and PostgreSQL's own tools)")
+
+        def known(name: str, version: int) -> bool:
+            cls = lookup(name)
+            return cls is not None and version in cls.__heph_versions__
+
+        report = diagnose(JsonFileStorage(project.storage_path, lock_timeout=project.lock_timeout),
+                          repair=repair, known=known)
+        if json_out:
+            typer.echo(json.dumps(report))
+        else:
+            index = report["index"]
+            lines = [
+                f"store        {report['store']}",
+                f"instances    {report['instances']} readable",
+                f"corrupt      {len(report['corrupt'])}",
+                f"temp files   {len(report['temp_files'])} (left by interrupted writes)",
+                f"index        {'complete' if index['complete'] else 'INCOMPLETE'}, "
+                f"{index['missing_markers']} missing and {index['stale_markers']} stale markers",
+                f"interrupted  {len(report['interrupted'])} (owner died mid-step; `heph tick` runs them again)",
+                f"busy         {len(report['busy'])} (a live process holds their lock)",
+                f"unknown      {len(report['unknown_workflows'])} (workflow or version not defined in this project)",
+            ]
+            for item in report["corrupt"]:
+                lines.append(f"  corrupt: {item['reason']}")
+            for item in report["interrupted"]:
+                lines.append(f"  interrupted: {item['id']} run {item['run']} steps {', '.join(item['steps'])} "
+                             f"(pid {item['owner_pid']} on {item['owner_host']})")
+            for item in report["unknown_workflows"]:
+                lines.append(f"  unknown: {item['id']} run {item['run']} ({item['workflow']} v{item['version']})")
+            if report["repaired"]:
+                lines.append(f"repaired: moved {len(report['repaired']['quarantined'])} file(s) to quarantine/, "
+                             f"index rebuilt ({report['repaired']['index']})")
+            lines.append("healthy" if report["healthy"] else "problems found: run `heph doctor --repair`")
+            typer.echo("\n".join(lines))
+        if not report["healthy"]:
+            raise typer.Exit(1)
+
+
+db_cli = typer.Typer(name="db", help="PostgreSQL storage: schema migrations.", no_args_is_help=True,
+                     add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None)
+cli.add_typer(db_cli, name="db")
+
+
+@db_cli.command("migrate")
+def db_migrate(json_out: bool = JSON_OPTION) -> None:
+    """Create or upgrade heph's tables in the project's PostgreSQL schema (safe to run again)."""
+    with refusals(json_out):
+        from heph.cli.project import open_storage
+        from heph.runtime.storage.postgres import LATEST, redact
+
+        project = load_project(find_config(_options().config))
+        if project.storage_type != "postgres":
+            raise CliError("this project stores runs in JSON files; `heph db migrate` is for storage type postgres "
+                           "(storage: {type: postgres, dsn: ...} in heph.yaml, or $HEPH_DATABASE_URL)")
+        store = open_storage(project)
+        try:
+            applied = store.migrate()
+            versions = [m["version"] for m in store.migrations()]
+        finally:
+            store.close()
+        where = f"schema {project.schema} at {redact(project.dsn)}"
+        data = {"schema": project.schema, "applied": applied, "versions": versions, "latest": LATEST}
+        text = (f"applied migration(s) {', '.join(map(str, applied))} to {where}" if applied
+                else f"{where} is up to date")
+        _emit(json_out, data, f"{text} (version {max(versions, default=0)})")
+
+
+storage_cli = typer.Typer(name="storage", help="Move runs between stores.", no_args_is_help=True,
+                          add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None)
+cli.add_typer(storage_cli, name="storage")
+
+
+@storage_cli.command("copy")
+def storage_copy(
+    to: str = typer.Option(..., "--to", help="The heph.yaml (or its directory) of the target store."),
+    json_out: bool = JSON_OPTION,
+) -> None:
+    """Copy every run of this project's store into the store of another heph.yaml, verified by checksums."""
+    with refusals(json_out):
+        from heph.cli.project import open_storage
+        from heph.runtime.storage.copy import copy_runs
+
+        project, _ = _project()
+        target_config = find_config(to)
+        target = load_project(target_config, use_env=False)  # the target is exactly what its heph.yaml says
+        if _store_key(target) == _store_key(project):
+            raise CliError(f"{target_config} uses the same store as this project; nothing to copy")
+        source_store, target_store = open_storage(project), open_storage(target)
+        try:
+            report = copy_runs(source_store, target_store)
+        finally:
+            source_store.close()
+            target_store.close()
+        report = {"source": _store_name(project), "target": _store_name(target), **report}
+        _emit(json_out, report,
+              f"copied {report['copied']} run(s) of {report['ids']} instance id(s) from {report['source']} to "
+              f"{report['target']} ({report['already_present']} already there); "
+              f"verified {report['verified']}/{report['runs']} checksums (sha256 {report['checksum'][:16]}...)")
+
+
+def _store_key(project) -> tuple:
+    if project.storage_type == "postgres":
+        return ("postgres", project.dsn, project.schema)
+    return ("json", str(project.storage_path.resolve()))
+
+
+def _store_name(project) -> str:
+    if project.storage_type == "postgres":
+        from heph.runtime.storage.postgres import redact
+
+        return f"postgres {redact(project.dsn)} schema {project.schema}"
+    return f"json {project.storage_path}"
