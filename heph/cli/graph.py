@@ -6,6 +6,7 @@ import json
 
 from heph.core.definition import WorkflowDefinition
 from heph.core.instance import Instance
+from heph.core.steps import Done
 
 STATE_STYLES = {"completed": "green", "active": "yellow", "waiting": "cyan", "failed": "bold red"}
 STATE_COLOURS = {"completed": "#c8e6c9", "active": "#fff59d", "waiting": "#b3e5fc", "failed": "#ffcdd2"}
@@ -99,7 +100,7 @@ def to_tree(definition: WorkflowDefinition, instance: Instance | None = None):
             text.append(via, style="dim")
         text.append(key, style=STATE_STYLES.get(states.get(key, ""), "bold"))
         text.append(f"  {definition.steps[key].__qualname__}", style="dim")
-        if len(preds.get(key, ())) > 1:
+        if len(preds.get(key, ())) > 1 and not issubclass(definition.steps[key], Done):
             text.append("  (join)", style="magenta")
         if key in states:
             text.append(f"  [{states[key]}]", style=STATE_STYLES[states[key]])

@@ -322,7 +322,7 @@ def show(
         else:
             from heph.cli import render
 
-            render.show(render.console(), inst, runs=len(runs))
+            render.show(render.console(wide=True), inst, runs=len(runs))
 
 
 @cli.command("list")

@@ -26,6 +26,11 @@ def console(stderr: bool = False, wide: bool = False):
     return out
 
 
+def clock_time(moment: datetime | None) -> str:
+    """``HH:MM:SS.mmm`` in UTC (the day is in the instance's header)."""
+    return "-" if moment is None else moment.astimezone(timezone.utc).strftime("%H:%M:%S.%f")[:-3]
+
+
 def when(moment: datetime | None) -> str:
     """A short UTC time, with a relative hint for due times."""
     if moment is None:
@@ -96,21 +101,22 @@ def show(out, inst: Instance, runs: int = 1) -> None:
         out.print(waits)
     context = {"initial": inst.context.initial, "steps": inst.context.steps}
     # rich's own JSON highlighter: no pygments to import (a third of show's start-up time)
-    out.print(Panel(JSON.from_data(context, indent=2, ensure_ascii=False), title="context", title_align="left"))
+    out.print(Panel(JSON.from_data(context, indent=2, ensure_ascii=False), title="context", title_align="left", expand=False))
     if inst.runtime_metadata:
         out.print(Panel(JSON.from_data(inst.runtime_metadata, indent=2, ensure_ascii=False),
-                        title="runtime metadata", title_align="left"))
+                        title="runtime metadata", title_align="left", expand=False))
     history = Table(title="history", title_justify="left", header_style="bold")
-    for column in ("#", "step", "outcome", "event", "attempt", "finished", "duration"):
+    for column in ("#", "step", "outcome", "event", "attempt", "finished (UTC)", "duration"):
         history.add_column(column, justify="right" if column in ("#", "attempt", "duration") else "left")
     for number, entry in enumerate(inst.history, 1):
         duration = "-" if entry.duration_ms is None else f"{entry.duration_ms:.1f} ms"
         outcome_style = {"failed": "red", "cancelled": "dim", "async": "cyan", "resumed": "cyan"}.get(entry.outcome, "green")
         history.add_row(str(number), entry.step, Text(entry.outcome, style=outcome_style), entry.event or "-",
-                        str(entry.attempt), when(entry.finished_at), duration)
+                        str(entry.attempt), clock_time(entry.finished_at), duration)
     out.print(history)
     if inst.error:
-        body = Text(f"{inst.error.get('type')}: {inst.error.get('message')}\n", style="bold red")
+        body = Text(f"{inst.error.get('type')}: {inst.error.get('message')}", style="bold red")
         if inst.error.get("traceback"):
-            body.append(inst.error["traceback"].rstrip(), style="red")
-        out.print(Panel(body, title=f"error in step {inst.error.get('step')}", title_align="left", border_style="red"))
+            body.append("\n" + inst.error["traceback"].rstrip(), style="red")
+        out.print(Panel(body, title=f"error in step {inst.error.get('step')}", title_align="left",
+                        border_style="red", expand=False))
