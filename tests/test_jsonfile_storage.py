@@ -308,3 +308,27 @@ def test_status_queries_read_only_matching_files(app, root, clock, monkeypatch):
     reads.clear()
     assert len(app.list(status="completed", limit=3)) == 3
     assert len(reads) == 3
+
+
+def test_a_limited_list_of_a_large_store_reads_only_the_newest(app, root, clock, monkeypatch):
+    for n in range(100):
+        app.start(JsQuick, f"big{n}")
+        clock.advance(seconds=1)
+    app.start(JsFlow, "old")  # the only waiting instance is the newest here...
+    newest = [i.id for i in app.list(limit=5)]
+    assert newest == ["jsk::old"] + [f"jsq::big{n}" for n in (99, 98, 97, 96)]
+    read = []
+    real_read = jsonfile.read_instance
+    monkeypatch.setattr(jsonfile, "read_instance", lambda path: read.append(path) or real_read(path))
+    app.list(limit=5)
+    assert len(read) == 5  # the index names sort by run: no need to read the other 96 files
+
+
+def test_stale_markers_hiding_the_newest_fall_back_to_the_whole_index(app, root, clock):
+    app.start(JsFlow, "first")  # waiting, and the oldest run
+    for n in range(100):
+        clock.advance(seconds=1)
+        done = app.get(app.start(JsQuick, f"s{n}"))
+        marker = f"{done.id.replace('::', '~')}~{done.run}~{done.workflow}~{done.version}"
+        (root / "index" / "status" / "waiting" / marker).touch()  # a stale "waiting" marker
+    assert [i.id for i in app.list(status="waiting", limit=5)] == ["jsk::first"]

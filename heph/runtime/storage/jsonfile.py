@@ -18,6 +18,7 @@ missing index is rebuilt from the instance files.
 from __future__ import annotations
 
 import contextlib
+import heapq
 import json
 import logging
 import os
@@ -52,6 +53,14 @@ def _id_from_dir(name: str) -> str:
 
 def _due_name(due_at: str) -> str:
     return datetime.fromisoformat(due_at).astimezone(timezone.utc).strftime(_DUE_FORMAT)
+
+
+def _as_ids(hits: Iterable[tuple[str, str]]) -> Iterator[tuple[str, str]]:
+    """``(run, id dir)`` index hits as ``(instance id, run)``, skipping names that are no valid id."""
+    for run, head in hits:
+        instance_id = _id_from_dir(head)
+        if _valid_id(instance_id):  # a stray file in the index is no hit
+            yield instance_id, run
 
 
 def _is_run_name(name: str) -> bool:
@@ -341,30 +350,36 @@ class JsonFileStorage(Storage):
     ) -> list[Instance]:
         wanted = set(statuses) if statuses is not None else set(STATUSES)
         if instance_id is not None:
-            candidates = [(instance_id, run) for run in self._run_names(instance_id)]
-        else:
-            if not self._index_ready():
-                return []
-            hits: set[tuple[str, str]] = set()
-            for status in wanted & set(STATUSES):
-                for name in self._listdir(self.index / "status" / status):
-                    parts = name.split("~")
-                    if len(parts) < 4:
-                        continue
-                    wf, ver, run = parts[-2], parts[-1], parts[-3]
-                    if workflow is not None and wf != workflow:
-                        continue
-                    if version is not None and ver != str(version):
-                        continue
-                    if _valid_id(_id_from_dir("~".join(parts[:-3]))):  # a stray file in the index is no hit
-                        hits.add((_id_from_dir("~".join(parts[:-3])), run))
-            candidates = sorted(hits, key=lambda h: h[1], reverse=True)
+            return self._verified(((instance_id, run) for run in self._run_names(instance_id)),
+                                  wanted, workflow, version, limit)
+        if not self._index_ready():
+            return []
+        hits: dict[tuple[str, str], None] = {}  # (run, id dir): newest first once sorted
+        for status in wanted & set(STATUSES):
+            for name in self._listdir(self.index / "status" / status):
+                parts = name.rsplit("~", 3)
+                if len(parts) != 4:
+                    continue
+                head, run, wf, ver = parts
+                if (workflow is None or wf == workflow) and (version is None or ver == str(version)):
+                    hits[(run, head)] = None
+        if limit is not None and len(hits) > 4 * limit + 64:
+            # the newest few are enough unless stale markers hide too many of them
+            found = self._verified(_as_ids(heapq.nlargest(2 * limit + 32, hits)), wanted, workflow, version, limit)
+            if len(found) >= limit:
+                return found
+        return self._verified(_as_ids(sorted(hits, reverse=True)), wanted, workflow, version, limit)
+
+    def _verified(self, candidates: Iterable[tuple[str, str]], wanted: set[str], workflow: str | None,
+                  version: int | None, limit: int | None) -> list[Instance]:
+        """Read the candidate runs in order; keep those whose file really matches, up to ``limit``."""
         found: list[Instance] = []
         for cid, run in candidates:
+            path = self.instances / id_dir_name(cid) / f"{run}.json"
             try:
-                instance = read_instance(self.instances / id_dir_name(cid) / f"{run}.json")
+                instance = read_instance(path)
             except StorageError as exc:
-                if (self.instances / id_dir_name(cid) / f"{run}.json").exists():
+                if path.exists():
                     log.warning("skipping: %s", exc)
                 continue
             if (
