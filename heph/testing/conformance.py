@@ -162,8 +162,8 @@ class StorageConformance:
 
         def attempt() -> None:
             try:
-                with storage.session(instance_id, timeout=timeout):
-                    pass
+                with storage.session(instance_id, timeout=timeout) as session:
+                    session.runs()
                 outcome.append(None)
             except BaseException as exc:  # noqa: BLE001 - reported to the test
                 outcome.append(exc)
