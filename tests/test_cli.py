@@ -411,7 +411,8 @@ def test_tick_with_nothing_due(shop):
     assert ok_json("show", "reminderflow", "user7", cwd=shop)["status"] == "waiting"  # its timer is an hour away
 
 
-def test_worker_fires_a_due_retry_and_stops_cleanly_on_sigterm(project):
+@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_worker_fires_a_due_retry_and_stops_cleanly(project, stop_signal):
     start = ok_json("start", "fulfilment", "ship1", "--context", "contexts/fulfilment.json", cwd=project)
     assert start["status"] == "waiting"  # the printer jammed once; attempt 2 is due in 1 s
     proc = subprocess.Popen([sys.executable, "-m", "heph", "worker", "--interval", "0.1"], cwd=project,
@@ -424,7 +425,7 @@ def test_worker_fires_a_due_retry_and_stops_cleanly_on_sigterm(project):
         while not any("shipment::ship1" in line for line in seen):
             seen.append(lines.get(timeout=20))  # the signal handler is surely installed once it has fired
     finally:
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(stop_signal)
         try:
             proc.wait(timeout=15)
         except subprocess.TimeoutExpired:

@@ -8,7 +8,7 @@ import os
 import re
 import sys
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from heph.errors import HephError
@@ -39,7 +39,6 @@ class Project:
     storage_type: str = "json"          # "json" or "postgres"
     dsn: str | None = None              # postgres: from $HEPH_DATABASE_URL, else storage.dsn
     schema: str = "heph"                # postgres: the schema holding heph's tables
-    import_errors: list[dict] = field(default_factory=list)
 
     @property
     def root(self) -> Path:

@@ -10,7 +10,6 @@ from typing import Any
 FORMAT_VERSION = 1
 STATUSES = ("pending", "running", "waiting", "completed", "failed", "cancelled")
 ACTIVE_STATUSES = ("pending", "running", "waiting")
-FINISHED_STATUSES = ("completed", "failed", "cancelled")
 OUTCOMES = ("completed", "async", "resumed", "failed", "cancelled")
 
 

@@ -92,10 +92,6 @@ class _Facade:
     metadata: ClassVar[dict] = {}
 
     @classmethod
-    def __heph_name(cls) -> str:
-        return cls.__dict__.get("name") or cls.__name__.lower()
-
-    @classmethod
     def _app(cls):
         from heph.runtime.app import current_app
 

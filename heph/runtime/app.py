@@ -125,9 +125,12 @@ class Hephaestus:
 
     def _existing(self, instance_id: str, workflow: Any) -> None:
         """``InvalidId``/``InstanceNotFound`` before a session is opened, so a refused
-        command on an unknown id leaves nothing behind (not even a lock file)."""
+        command on an unknown id leaves nothing behind (not even a lock file). Only whether
+        runs exist is asked here; the session reads them (once)."""
         parse_id(instance_id)
-        self._pick(self.storage.runs(instance_id), instance_id, self._name(workflow))
+        name = self._name(workflow)
+        if not self.storage.exists(instance_id):
+            self._pick([], instance_id, name)
 
     @staticmethod
     def _pick(runs: list[Instance], instance_id: str, workflow: str | None) -> Instance:
@@ -244,12 +247,7 @@ class Hephaestus:
         now = self.clock.now()
         instance = engine.begin(engine.new_instance(definition, id, initial, now, new_run_id(now)), now, self._lease())
         with self._session(id) as session:
-            for other in session.active_runs():
-                if _conflicts(unique.scope, other, definition):
-                    raise AlreadyRunning(
-                        f"{id} is already running ({other.workflow} v{other.version}, status {other.status}); "
-                        f"cancel it or wait until it finishes"
-                    )
+            _check_unique(session.runs(), unique.scope, definition)
             session.insert(instance)
             self._drive(session, definition, instance, "start", [("workflow.start", _payload(instance))])
         return id
@@ -318,10 +316,8 @@ class Hephaestus:
             instance = self._pick(runs, instance_id, self._name(workflow))
             definition = self._definition(instance)
             retried = engine.retry(definition, instance, self.clock.now())
-            scope = self._workflow(instance.workflow).__heph_unique__.scope
-            for other in runs:
-                if other.run != instance.run and other.is_active and _conflicts(scope, other, definition):
-                    raise AlreadyRunning(f"{instance_id} has another active run; cancel it before retrying this one")
+            _check_unique(runs, self._workflow(instance.workflow).__heph_unique__.scope, definition,
+                          besides=instance.run)
             retried = engine.begin(retried, self.clock.now(), self._lease())
             session.update(retried)
             return self._drive(session, definition, retried, "retry")
@@ -374,6 +370,16 @@ def _due_refs(storage: Storage, now: datetime):
     among concurrent workers (``due_batches``, e.g. PostgreSQL), the batches it claims for us."""
     batches = getattr(storage, "due_batches", None)
     return batches(now) if batches is not None else storage.due(now)
+
+
+def _check_unique(runs: list[Instance], scope: str, definition: WorkflowDefinition, besides: str | None = None) -> None:
+    """``AlreadyRunning`` if an active run (other than ``besides``) holds the id in ``scope``."""
+    for other in runs:
+        if other.run != besides and other.is_active and _conflicts(scope, other, definition):
+            raise AlreadyRunning(
+                f"{other.id} is already running ({other.workflow} v{other.version}, status {other.status}); "
+                f"cancel it or wait until it finishes"
+            )
 
 
 def _conflicts(scope: str, other: Instance, definition: WorkflowDefinition) -> bool:

@@ -192,6 +192,12 @@ class StorageConformance:
         assert stored == original
         assert stored.to_dict() == original.to_dict()
 
+    def test_exists_tells_whether_an_id_has_runs(self, storage):
+        assert not storage.exists("conf::one")
+        self.put(storage, make_instance("conf::one"))
+        assert storage.exists("conf::one")
+        assert not storage.exists("conf::two")
+
     def test_every_status_round_trips(self, storage):
         made = [make_instance(f"conf::s{n}", seq=n, status=s)
                 for n, s in enumerate(("pending", "running", "waiting", "completed", "failed", "cancelled"))]
@@ -237,12 +243,10 @@ class StorageConformance:
         instance = make_instance("conf::one", status="waiting", wait_kind="event")
         with storage.session("conf::one") as session:
             assert session.runs() == []
-            assert session.active_runs() == []
             session.insert(instance)
             assert session.runs() == [instance]
-            assert session.active_runs() == [instance]
             session.update(finish(instance))
-            assert session.active_runs() == []
+            assert [r.status for r in session.runs()] == ["completed"]
 
     def test_runs_newest_first(self, storage):
         old = make_instance("conf::one", seq=1, status="completed")

@@ -44,10 +44,6 @@ class Session(ABC):
     def update(self, instance: Instance) -> None:
         """Replace the stored run ``instance.run`` with ``instance``."""
 
-    def active_runs(self) -> list[Instance]:
-        """The runs that are pending, running or waiting."""
-        return [r for r in self.runs() if r.is_active]
-
 
 class Storage(ABC):
     """Where instances live. Adapters implement sessions (locking) and indexed queries."""
@@ -61,6 +57,10 @@ class Storage(ABC):
     def runs(self, instance_id: str) -> list[Instance]:
         """Every run of ``instance_id``, newest first, read without locking (each record is
         read whole: never a half-written one). Corrupt records raise ``StorageError``."""
+
+    def exists(self, instance_id: str) -> bool:
+        """Whether ``instance_id`` has any run (adapters answer without reading the runs)."""
+        return bool(self.runs(instance_id))
 
     @abstractmethod
     def query(

@@ -392,6 +392,9 @@ class JsonFileStorage(Storage):
                     break
         return found
 
+    def exists(self, instance_id: str) -> bool:
+        return bool(self._run_names(instance_id))
+
     def _run_names(self, instance_id: str) -> list[str]:
         directory = self.instances / id_dir_name(instance_id)
         return sorted((n[:-5] for n in self._listdir(directory) if _is_run_name(n)), reverse=True)

@@ -64,6 +64,9 @@ class MemoryStorage(Storage):
         docs = self._docs.get(instance_id, {})
         return [Instance.from_dict(json.loads(docs[run])) for run in sorted(docs, reverse=True)]
 
+    def exists(self, instance_id: str) -> bool:
+        return bool(self._docs.get(instance_id))
+
     def _all(self) -> list[Instance]:
         out = [Instance.from_dict(json.loads(doc)) for runs in self._docs.values() for doc in runs.values()]
         return sorted(out, key=lambda i: i.run, reverse=True)

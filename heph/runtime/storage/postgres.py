@@ -469,6 +469,9 @@ class PostgresStorage(Storage):
         rows = self._read(f"SELECT run, doc FROM {self._s}.runs WHERE id = %s ORDER BY run DESC", (instance_id,))
         return [self._load(instance_id, run, doc) for run, doc in rows]
 
+    def exists(self, instance_id: str) -> bool:
+        return bool(self._read(f"SELECT 1 FROM {self._s}.runs WHERE id = %s LIMIT 1", (instance_id,)))
+
     def query(
         self,
         *,
