@@ -344,6 +344,7 @@ class Stats:
     doctor_missing_index: int = 0
     ticks_fired: int = 0
     interrupted_executions: int = 0
+    unstored_starts: int = 0
     step_executions: int = 0
     rounds_done: int = 0
 
@@ -737,7 +738,12 @@ class Torture:
             iid, run, step = key
             doc = runs.get((iid, run))
             if doc is None:
-                self.stats.anomaly(f"final: step {step} ran for {iid} run {run}, which does not exist")
+                # a start killed before its first write leaves no run (it was never acknowledged);
+                # only the first step can have run then
+                if step != "prepare" or recorded[key]:
+                    self.stats.anomaly(f"final: step {step} ran for {iid} run {run}, which does not exist")
+                else:
+                    self.stats.unstored_starts += 1
                 continue
             extra = logged[key] - recorded[key]
             if extra < 0:
@@ -796,6 +802,7 @@ class Torture:
             "timers_and_retries_fired": s.ticks_fired,
             "step_executions_logged": s.step_executions,
             "interrupted_executions_rerun": s.interrupted_executions,
+            "starts_killed_before_their_first_write": s.unstored_starts,
             "doctor_drift_rounds": s.doctor_drift_rounds,
             "doctor_stale_markers": s.doctor_stale_markers,
             "doctor_temp_files": s.doctor_temp_files,

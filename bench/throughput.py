@@ -38,9 +38,9 @@ def count_heph_writes(directory, instances: int = 10) -> dict[str, float]:
     app = heph.Hephaestus(storage=heph.JsonFileStorage(directory))
     app.start(BenchLinear, "warm", {"n": 0})
     counts = {"writes": 0, "fsyncs": 0}
-    real_write, real_fsync = jsonfile.write_durably, os.fsync
+    real_write, real_fsync = jsonfile.replace_file, os.fsync
 
-    def write_durably(*args, **kwargs):
+    def replace_file(*args, **kwargs):
         counts["writes"] += 1
         return real_write(*args, **kwargs)
 
@@ -48,12 +48,12 @@ def count_heph_writes(directory, instances: int = 10) -> dict[str, float]:
         counts["fsyncs"] += 1
         return real_fsync(fd)
 
-    jsonfile.write_durably, os.fsync = write_durably, fsync
+    jsonfile.replace_file, os.fsync = replace_file, fsync
     try:
         for n in range(instances):
             app.start(BenchLinear, f"c{n}", {"n": n})
     finally:
-        jsonfile.write_durably, os.fsync = real_write, real_fsync
+        jsonfile.replace_file, os.fsync = real_write, real_fsync
     return {k: v / instances for k, v in counts.items()}
 
 

@@ -331,6 +331,19 @@ def test_copy_has_independent_containers():
     assert len(inst.history) == 1 and inst.active == [] and inst.completed == []
 
 
+def test_copy_carries_every_field():
+    import dataclasses
+
+    inst = _bare(context=Context({"a": 1}, {"s": {}}), runtime_metadata={"m": 1}, active=[{"step": "s"}],
+                 waits={"w": {"kind": "event"}}, arrived={"j": ["s"]}, completed=["s"], failed={"step": "s"},
+                 history=[HistoryEntry("s", "completed", "ok")], error={"type": "E"}, lease={"pid": 1})
+    twin = inst.copy()
+    for f in dataclasses.fields(inst):
+        assert getattr(twin, f.name) == getattr(inst, f.name), f.name
+    other = Context({"b": 2}, {})
+    assert inst.copy(other).context is other
+
+
 def test_deepcopy_is_independent():
     inst = _bare(context=Context({"a": [1]}, {"s": {"b": 2}}), runtime_metadata={"m": {"n": 1}},
                  history=[HistoryEntry("s", "completed", "ok")])

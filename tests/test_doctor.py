@@ -48,9 +48,27 @@ class Held(Workflow):
     transitions = {Hold: {"go": Done}}
 
 
+class Quick(Step):
+    events = ["ok"]
+
+    def execute(self, instance, config, context):
+        return "ok"
+
+
 class Sleepy(Workflow):
+    """A quick first step, so the run is stored before the slow one starts."""
+
     unique = Unique("slowid")
     name = "sleepy"
+    start = Quick
+    transitions = {Quick: {"ok": Slow}, Slow: {"done": Done}}
+
+
+class Drowsy(Workflow):
+    """Slow from its first step: nothing is stored before that step ends."""
+
+    unique = Unique("drowsyid")
+    name = "drowsy"
     start = Slow
     transitions = {Slow: {"done": Done}}
 '''
@@ -264,6 +282,29 @@ def test_a_run_killed_mid_step_is_reported_interrupted_and_tick_finishes_it(proj
     assert len(executions) == 2 and executions[0].split()[-1] == str(proc.pid)  # at least once: it ran again
     code, report = doctor(project)
     assert code == 0 and report["interrupted"] == [] and report["healthy"]
+
+
+def test_a_start_killed_in_its_first_step_leaves_no_instance_and_can_be_run_again(project):
+    log = project / "steps.log"
+    log.write_text("")
+    before = heph(project, "list", "--json").json()
+    proc = subprocess.Popen([sys.executable, "-m", "heph", "start", "drowsy", "d1"], cwd=project,
+                            env=env(project, SLOW_STEP_SECONDS="60"), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        _wait_for(lambda: "drowsyid::d1 slow" in log.read_text())
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    # the start was never acknowledged: no run, no index entry, nothing for tick or doctor
+    assert heph(project, "show", "drowsy", "d1").code == 1
+    assert heph(project, "list", "--json").json() == before
+    code, report = doctor(project)
+    assert code == 0 and report["interrupted"] == [] and report["healthy"]
+    assert heph(project, "tick", "--json").json()["fired"] == []
+    again = heph(project, "start", "drowsy", "d1", "--json")
+    assert again.code == 0 and again.json()["status"] == "completed", again
+    assert [line.split()[0] for line in log.read_text().splitlines()] == ["drowsyid::d1", "drowsyid::d1"]
 
 
 def test_a_refused_resume_after_a_recovery_prints_one_line(project):

@@ -7,7 +7,7 @@ steps through ``execute_step`` and stores what these functions return.
 from __future__ import annotations
 
 import traceback as tb
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Union
 
@@ -100,7 +100,7 @@ def execute_step(definition: WorkflowDefinition, instance: Instance, entry: dict
     context = Context(initial=_plain_copy(instance.context.initial), steps=_plain_copy(instance.context.steps))
     try:
         # the step gets copies: whatever it does to them must not reach the stored state
-        seen = replace(instance.copy(), context=context)
+        seen = instance.copy(context)
         result = step_cls().execute(seen, _plain_copy(entry.get("config")), context)
     except Exception as exc:  # a raising step is a failed step
         return Failed(f"{type(exc).__module__}.{type(exc).__qualname__}", str(exc), tb.format_exc())

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
@@ -119,21 +119,33 @@ class Instance:
     def is_active(self) -> bool:
         return self.status in ACTIVE_STATUSES
 
-    def copy(self) -> Instance:
-        """A copy whose containers can be changed without touching this one.
+    def copy(self, context: Context | None = None) -> Instance:
+        """A copy whose containers can be changed without touching this one (with ``context``
+        instead of a copy of this one's, if given).
 
         The engine never mutates a stored value in place (it replaces entries), so
         copying the containers is enough and much cheaper than ``copy.deepcopy``.
         """
-        return replace(
-            self,
-            context=Context(self.context.initial, dict(self.context.steps)),
+        if context is None:
+            context = Context(self.context.initial, dict(self.context.steps))
+        return Instance(
+            id=self.id,
+            workflow=self.workflow,
+            version=self.version,
+            status=self.status,
+            context=context,
+            run=self.run,
+            created_at=self.created_at,
+            updated_at=self.updated_at,
             runtime_metadata=dict(self.runtime_metadata),
             active=[dict(entry) for entry in self.active],
             waits={key: dict(wait) for key, wait in self.waits.items()},
             arrived=dict(self.arrived),
             completed=list(self.completed),
+            failed=self.failed,
             history=list(self.history),
+            error=self.error,
+            lease=self.lease,
         )
 
     def deepcopy(self) -> Instance:

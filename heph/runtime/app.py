@@ -154,8 +154,15 @@ class Hephaestus:
     # -- running ------------------------------------------------------------------
 
     def _drive(self, session: Session, definition: WorkflowDefinition, instance: Instance, trigger: str,
-               opening: Iterable[tuple[str, dict]] = ()) -> Instance:
-        """Run active steps until the instance completes, fails or waits; write after each step.
+               opening: Iterable[tuple[str, dict]] = (), *, saved: bool = False, new: bool = False) -> Instance:
+        """Run active steps until the instance completes, fails or waits; return it, written.
+
+        A step's result is written before the next step runs, so a crash re-runs at most the
+        step it interrupted. The change that opened the segment (a start, an accepted event, a
+        fired timer, a retry) rides on the first of those writes: until it is written the
+        command is not acknowledged, and a crash leaves the run as it was (a start leaves
+        nothing), so running the command again is safe. ``saved``: the instance is already
+        stored as it is; ``new``: the run is not stored yet (its first write inserts it).
 
         One call is one *segment* (telemetry ``segment.start``/``segment.stop``, with ``trigger``:
         start, resume, timer, retry, recover); ``opening`` events are emitted right after its start.
@@ -164,13 +171,18 @@ class Hephaestus:
         for name, payload in opening:
             emit(name, payload)
         lease = instance.lease or self._lease()
-        dirty = False
+        ran = False  # a step ran since the last write
+
+        def save() -> None:
+            nonlocal new, saved, ran
+            (session.insert if new else session.update)(instance)
+            new, saved, ran = False, True, False
+
         while (entry := engine.next_step(instance)) is not None:
             key = entry["step"]
-            if dirty and not issubclass(definition.steps[key], Done):
-                # persist before the next step runs; Done runs no user code, so the write after
-                # it is enough (a crash before it re-runs Done, which is harmless)
-                session.update(instance)
+            if ran and not issubclass(definition.steps[key], Done):
+                # Done runs no user code: the write after it is enough (a crash re-runs Done)
+                save()
             emit("step.start", _payload(instance, step=key, attempt=entry["attempt"]))
             started = self.clock.now()
             outcome = engine.execute_step(definition, instance, entry)
@@ -178,7 +190,7 @@ class Hephaestus:
             instance = engine.apply_outcome(definition, instance, entry, outcome, started, finished)
             if instance.status == "running":
                 instance.lease = lease
-            dirty = True
+            ran, saved = True, False
             duration = round((finished - started).total_seconds() * 1000, 3)
             info = {"step": key, "attempt": entry["attempt"], "duration_ms": duration}
             if isinstance(outcome, engine.Completed):
@@ -190,8 +202,8 @@ class Hephaestus:
             else:
                 log.warning("step %s of %s failed (attempt %s): %s", key, instance.id, entry["attempt"], outcome.message)
                 emit("step.exception", _payload(instance, error=outcome.type, message=outcome.message, **info))
-        if dirty:
-            session.update(instance)
+        if not saved:
+            save()
         self._emit_end(instance)
         emit("segment.stop", _payload(instance, trigger=trigger))
         return instance
@@ -213,7 +225,7 @@ class Hephaestus:
             instance.id, owner.get("pid"), owner.get("host"),
         )
         resumed = engine.begin(instance, self.clock.now(), self._lease())
-        return self._drive(session, self._definition(resumed), resumed, "recover")
+        return self._drive(session, self._definition(resumed), resumed, "recover", saved=True)
 
     # -- the API --------------------------------------------------------------------
 
@@ -248,8 +260,7 @@ class Hephaestus:
         instance = engine.begin(engine.new_instance(definition, id, initial, now, new_run_id(now)), now, self._lease())
         with self._session(id) as session:
             _check_unique(session.runs(), unique.scope, definition)
-            session.insert(instance)
-            self._drive(session, definition, instance, "start", [("workflow.start", _payload(instance))])
+            self._drive(session, definition, instance, "start", [("workflow.start", _payload(instance))], new=True)
         return id
 
     def resume(self, instance_id: str, event: str, *, step: str | None = None, workflow: Any = None) -> Instance:
@@ -267,7 +278,6 @@ class Hephaestus:
             resumed = engine.resume(definition, instance, event, self.clock.now(), step)
             if resumed.status == "running":
                 resumed = engine.begin(resumed, self.clock.now(), self._lease())
-            session.update(resumed)
             opening = [("step.resume", _payload(resumed, step=resumed.history[-1].step, event=event))]
             return self._drive(session, definition, resumed, "resume", opening)
 
@@ -319,7 +329,6 @@ class Hephaestus:
             _check_unique(runs, self._workflow(instance.workflow).__heph_unique__.scope, definition,
                           besides=instance.run)
             retried = engine.begin(retried, self.clock.now(), self._lease())
-            session.update(retried)
             return self._drive(session, definition, retried, "retry")
 
     def tick(self) -> list[dict]:
@@ -352,7 +361,6 @@ class Hephaestus:
                         continue
                     if fired_instance.status == "running":
                         fired_instance = engine.begin(fired_instance, now, self._lease())
-                    session.update(fired_instance)
                     actions.extend(fired)
                     opening = [("step.resume", _payload(fired_instance, step=f["step"], event="timeout"))
                                for f in fired if f["kind"] == "timer"]

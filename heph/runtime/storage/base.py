@@ -28,8 +28,10 @@ class Session(ABC):
 
     While a session is open no other session of the same id (in any process or
     host) exists, so a check followed by a write is atomic. Every ``insert`` and
-    ``update`` is durable when it returns: a crash afterwards never loses it, a
-    crash during it leaves the previous record intact.
+    ``update`` is atomic (a crash during it leaves the previous record intact) and
+    durable at the latest when the session closes: a crash after the close never
+    loses it; a crash before may leave any earlier record of the session instead.
+    Closing raises ``StorageError`` if the writes cannot be made durable.
     """
 
     @abstractmethod

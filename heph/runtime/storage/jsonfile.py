@@ -9,8 +9,8 @@ Layout under the storage directory (directories 0700, files 0600)::
     index/FORMAT                        written last by a rebuild: the index is complete
 
 A write adds the new state's markers, then atomically replaces the instance file
-(temporary file, fsync, rename, fsync of the directory), then removes the old
-state's markers. The index is therefore always a superset of the truth: readers
+(temporary file, fsync, rename), then removes the old state's markers; closing the
+session fsyncs the directory once, making the session's renames durable. The index is therefore always a superset of the truth: readers
 re-check every hit against the instance file, markers cost no fsync, and a
 missing index is rebuilt from the instance files.
 """
@@ -91,27 +91,33 @@ def crash_point(name: str) -> None:
             os.kill(os.getpid(), signal.SIGKILL)
 
 
-def write_durably(path: Path, data: bytes, new_dir: bool = False, dir_fd: int | None = None) -> None:
-    """Replace ``path`` with ``data`` atomically: temp file, fsync, rename, fsync of the directory
-    (through ``dir_fd`` when the caller keeps the directory open)."""
+def replace_file(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data`` atomically: temp file, fsync, rename. A crash leaves the old
+    content or the new one, never a mix; the rename itself is durable once the directory is
+    fsynced (``write_durably``, or a session's close)."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
     crash_point("before-rename")
     os.replace(tmp, path)
     crash_point("after-rename")
-    if dir_fd is not None:
-        os.fsync(dir_fd)
-    else:
-        _fsync_dir(path.parent)
-    if new_dir:
-        _fsync_dir(path.parent.parent)
+
+
+def write_durably(path: Path, data: bytes) -> None:
+    """``replace_file``, then an fsync of the directory: durable when it returns."""
+    replace_file(path, data)
+    _fsync_dir(path.parent)
 
 
 def _make_dirs(directory: Path, top: Path) -> None:
@@ -190,24 +196,27 @@ def _valid_id(instance_id: str) -> bool:
 
 
 class _FileSession(Session):
+    """Writes replace the run's file atomically (data fsynced); ``close`` fsyncs the directory once,
+    making every rename of the session durable before the command that opened it returns."""
+
     def __init__(self, store: JsonFileStorage, instance_id: str, directory: Path, new_dir: bool):
         self._store = store
         self._id = instance_id
         self._dir = directory
         self._new_dir = new_dir
         self._known: dict[str, Instance] = {}
-        self._dir_fd: int | None = None
-
-    def _fd(self) -> int:
-        """The instance directory, kept open for the session's directory fsyncs."""
-        if self._dir_fd is None:
-            self._dir_fd = os.open(self._dir, os.O_RDONLY)
-        return self._dir_fd
+        self._renamed = False
 
     def close(self) -> None:
-        if self._dir_fd is not None:
-            os.close(self._dir_fd)
-            self._dir_fd = None
+        if not self._renamed:
+            return
+        try:
+            _fsync_dir(self._dir)
+            if self._new_dir:
+                _fsync_dir(self._dir.parent)
+        except OSError as exc:
+            raise StorageError(f"cannot make the writes to {self._dir} durable: {exc.strerror}") from None
+        self._renamed = False
 
     def runs(self) -> list[Instance]:
         found = self._store.runs(self._id)
@@ -219,9 +228,7 @@ class _FileSession(Session):
         if path.exists():
             raise StorageError(f"run {instance.run} of {self._id} already exists")
         self._store._add_markers(instance)
-        write_durably(path, encode(instance), new_dir=self._new_dir, dir_fd=self._fd())
-        self._new_dir = False
-        self._known[instance.run] = instance
+        self._replace(path, instance)
 
     def update(self, instance: Instance) -> None:
         path = self._dir / f"{instance.run}.json"
@@ -229,9 +236,16 @@ class _FileSession(Session):
         new_markers = self._store._markers(instance)
         old_markers = self._store._markers(old)
         self._store._touch(new_markers - old_markers)
-        write_durably(path, encode(instance), dir_fd=self._fd())
+        self._replace(path, instance)
         crash_point("before-marker-cleanup")
         self._store._remove(old_markers - new_markers)
+
+    def _replace(self, path: Path, instance: Instance) -> None:
+        try:
+            replace_file(path, encode(instance))
+        except OSError as exc:
+            raise StorageError(f"cannot write instance file {path}: {exc.strerror}") from None
+        self._renamed = True
         self._known[instance.run] = instance
 
 
@@ -314,8 +328,10 @@ class JsonFileStorage(Storage):
         try:
             yield session
         finally:
-            session.close()
-            lock.release()
+            try:
+                session.close()
+            finally:
+                lock.release()
 
     def runs(self, instance_id: str) -> list[Instance]:
         directory = self.instances / id_dir_name(instance_id)
