@@ -167,8 +167,12 @@ def fsync_floor(directory: Path, count: int = 1000, size: int = 1024, rounds: in
 TIME_BIN = "/usr/bin/time" if os.path.exists("/usr/bin/time") else None
 
 
-def run_measured(argv: Sequence[str], cwd: Path | None = None, env: dict | None = None) -> tuple[float, int | None, int, str]:
+def run_measured(argv: Sequence[str], cwd: Path | None = None, env: dict | None = None,
+                 tty: bool = False) -> tuple[float, int | None, int, str]:
     """Run ``argv`` as a child; return (wall seconds, peak RSS in KiB or None, exit code, stderr).
+
+    Its stdout goes to /dev/null, or with ``tty`` to a pseudo-terminal (drained by a thread),
+    which is what a person at a terminal gets.
 
     The peak RSS comes from ``/usr/bin/time -f %M`` (GNU time), which forks the
     command from its own small process: the ``ru_maxrss`` that ``os.wait4`` or
@@ -179,9 +183,9 @@ def run_measured(argv: Sequence[str], cwd: Path | None = None, env: dict | None 
     with tempfile.TemporaryDirectory(prefix="heph-bench-run-") as scratch:
         rss_file = Path(scratch) / "rss"
         full = [TIME_BIN, "-f", "%M", "-o", str(rss_file), *argv] if TIME_BIN else list(argv)
-        with open(Path(scratch) / "err", "w+b") as err:
+        with open(Path(scratch) / "err", "w+b") as err, _stdout(tty) as out:
             start = time.perf_counter()
-            code = subprocess.call(full, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=err)
+            code = subprocess.call(full, cwd=cwd, env=env, stdout=out, stderr=err)
             wall = time.perf_counter() - start
             err.seek(0)
             text = err.read().decode(errors="replace")
@@ -192,6 +196,32 @@ def run_measured(argv: Sequence[str], cwd: Path | None = None, env: dict | None 
             except (OSError, ValueError, IndexError):
                 peak = None
     return wall, peak, code, text
+
+
+@contextlib.contextmanager
+def _stdout(tty: bool) -> Iterator[int]:
+    """/dev/null, or the child end of a pseudo-terminal whose output a thread reads and drops."""
+    if not tty:
+        yield subprocess.DEVNULL
+        return
+    import pty
+    import threading
+
+    main, child = pty.openpty()
+
+    def drain() -> None:
+        with contextlib.suppress(OSError):  # EIO once the child has closed the terminal
+            while os.read(main, 65536):
+                pass
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    try:
+        yield child
+    finally:
+        os.close(child)
+        reader.join(5)
+        os.close(main)
 
 
 def median(values: Sequence[float]) -> float:

@@ -751,10 +751,11 @@ class Torture:
                                    f"the logs show {logged[key]}")
                 continue
             self.stats.interrupted_executions += extra
-            if extra and not recorded[key]:
-                cancelled = any(h["step"] == step and h["outcome"] == "cancelled" for h in doc["history"])
-                if not cancelled:
-                    self.stats.anomaly(f"final: {step} of {iid} run {run} was interrupted and never ran again")
+            if extra and not recorded[key] and doc["status"] not in ("cancelled", "failed"):
+                # a step that ran for a command killed before its first write (a resume, a tick) left
+                # no trace: the command was not acknowledged, the run stayed as it was; unless the run
+                # then ended otherwise, the step must have run again once the command was repeated
+                self.stats.anomaly(f"final: {step} of {iid} run {run} was interrupted and never ran again")
         code, report = self.doctor_json()
         if code != 0 or report.get("interrupted") or report.get("temp_files") or \
                 report.get("index", {}).get("stale_markers"):

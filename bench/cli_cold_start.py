@@ -6,7 +6,8 @@ In a copy of sample_project (under /tmp; the repository stays clean), the median
 over N runs of:
 
   * ``heph start orderflow <new value> --context contexts/order42.json``  (3 synchronous steps)
-  * ``heph show orderflow order42``
+  * ``heph show orderflow order42`` (to a pipe, as scripts call it), on a pseudo-terminal
+    (rich draws it in colour), and with ``--json``
   * ``python -c "import typer"``   and   ``python -c pass``               (baselines)
   * a DBOS cold start (when installed): a fresh ``python -c`` that imports dbos,
     launches it on SQLite and runs one 3-step workflow
@@ -57,6 +58,8 @@ def main() -> None:
             "python -c pass": lambda: [sys.executable, "-c", "pass"],
             "python -c 'import typer'": lambda: [sys.executable, "-c", "import typer"],
             "heph show orderflow order42": lambda: heph_cmd("show", "orderflow", "order42"),
+            "heph show ... on a terminal (rich)": lambda: heph_cmd("show", "orderflow", "order42"),
+            "heph show ... --json": lambda: heph_cmd("show", "orderflow", "order42", "--json"),
             "heph start orderflow <new> (3 steps)": heph_start,
         }
         if use_dbos:
@@ -74,7 +77,7 @@ def main() -> None:
         rss: dict[str, int] = {name: 0 for name in commands}
         for round_no in range(args.runs + 1):  # round 0 warms caches (and creates the DBOS tables)
             for name, argv in commands.items():
-                wall, peak, code, err = run_measured(argv(), cwd=project, env=env)
+                wall, peak, code, err = run_measured(argv(), cwd=project, env=env, tty="terminal" in name)
                 if code != 0:
                     raise SystemExit(f"{name} failed (exit {code}): {err.strip()[-2000:]}")
                 if round_no:
@@ -90,7 +93,9 @@ def main() -> None:
     start_t = med["heph start orderflow <new> (3 steps)"]
     dbos_t = med.get("DBOS cold start (3 steps, SQLite)")
     print()
-    print(f"   heph show  / import typer: {ratio(show_t, typer_t)}   (target <= 1.3x)")
+    print(f"   heph show  / import typer: {ratio(show_t, typer_t)}   (target <= 1.3x; output to a pipe)")
+    print(f"   heph show on a terminal / import typer: {ratio(med['heph show ... on a terminal (rich)'], typer_t)}"
+          f"   (rich is loaded to draw in colour)")
     print(f"   heph start / import typer: {ratio(start_t, typer_t)}")
     print(f"   heph start / DBOS cold:    {ratio(start_t, dbos_t)}   (target <= 0.25x)")
 

@@ -6,7 +6,8 @@ import json
 
 import typer
 
-from heph.cli.main import JSON_OPTION, _emit, _options, _project, cli, refusals
+from heph.cli.commands import OPTIONS, _emit, _project, echo, refusals
+from heph.cli.main import JSON_OPTION, cli
 from heph.cli.project import CliError, find_config, load_project
 
 
@@ -33,7 +34,7 @@ def doctor(
         report = diagnose(JsonFileStorage(project.storage_path, lock_timeout=project.lock_timeout),
                           repair=repair, known=known)
         if json_out:
-            typer.echo(json.dumps(report))
+            echo(json.dumps(report))
         else:
             index = report["index"]
             lines = [
@@ -58,9 +59,9 @@ def doctor(
                 lines.append(f"repaired: moved {len(report['repaired']['quarantined'])} file(s) to quarantine/, "
                              f"index rebuilt ({report['repaired']['index']})")
             lines.append("healthy" if report["healthy"] else "problems found: run `heph doctor --repair`")
-            typer.echo("\n".join(lines))
+            echo("\n".join(lines))
         if not report["healthy"]:
-            raise typer.Exit(1)
+            raise SystemExit(1)
 
 
 db_cli = typer.Typer(name="db", help="PostgreSQL storage: schema migrations.", no_args_is_help=True,
@@ -75,7 +76,7 @@ def db_migrate(json_out: bool = JSON_OPTION) -> None:
         from heph.cli.project import open_storage
         from heph.runtime.storage.postgres import LATEST, redact
 
-        project = load_project(find_config(_options().config))
+        project = load_project(find_config(OPTIONS.config))
         if project.storage_type != "postgres":
             raise CliError("this project stores runs in JSON files; `heph db migrate` is for storage type postgres "
                            "(storage: {type: postgres, dsn: ...} in heph.yaml, or $HEPH_DATABASE_URL)")

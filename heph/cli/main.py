@@ -1,23 +1,16 @@
-"""The ``heph`` command: parse, load the project, call ``Hephaestus``, print (rich or ``--json``).
-
-Every refused command prints one line on stderr (``--json``: ``{"error": {...}}`` on stdout
-too) and exits 1; usage errors exit 2; ``--debug`` shows tracebacks.
+"""The ``heph`` command as a Typer app: options, help and usage errors; the work is in
+``heph.cli.commands``. ``run`` (the console script) hands the common invocations to
+``heph.cli.fast``, which parses them without importing Typer, and the rest to this app.
 """
 
 from __future__ import annotations
 
-import json
-import logging
-import sys
-import time
-from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Iterator, List, Optional
+from typing import List, Optional
 
 import typer
 
-from heph.cli.project import CliError, find_config, import_workflows, load_project, read_context
-from heph.errors import HephError
+from heph.cli import commands
+from heph.cli.commands import OPTIONS, UsageError, _emit, _project, refusals  # noqa: F401  (used by admin)
 
 cli = typer.Typer(
     name="heph",
@@ -30,19 +23,8 @@ cli = typer.Typer(
 
 JSON_OPTION = typer.Option(False, "--json", help="Machine-readable output on stdout.")
 ID_OPTION = typer.Option(None, "--id", help="The full instance id (key::value[::suffix]) instead of WORKFLOW VALUE.")
-
-
-@dataclass
-class Options:
-    config: Optional[str] = None
-    debug: bool = False
-
-
-_OPTIONS = Options()
-
-
-class UsageError(Exception):
-    """Wrong arguments: printed as a usage error, exit 2."""
+WORKFLOW_ARG = typer.Argument(None, help="Workflow name.")
+VALUE_ARG = typer.Argument(None, help="Business value.")
 
 
 @cli.callback()
@@ -51,200 +33,13 @@ def main(
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks of refused commands."),
 ) -> None:
     """Start, resume, inspect, cancel and retry workflow instances stored next to your project."""
-    _OPTIONS.config, _OPTIONS.debug = config, debug
-    logger = logging.getLogger("heph")
-    if debug:
-        logger.setLevel(logging.DEBUG)
-        logging.basicConfig(level=logging.DEBUG, format="%(levelname)s %(name)s: %(message)s")
-    else:
-        logger.setLevel(logging.WARNING)
-        logger.propagate = False
-        logger.addHandler(_WARNINGS)
-
-
-class _Warnings(logging.Handler):
-    """Holds heph's warnings until the command ends: shown after a success, dropped after a
-    refusal (whose one error line says what matters); ``--debug`` shows every record at once."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.WARNING)
-        self.lines: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(record.getMessage().splitlines()[0] if record.getMessage() else record.levelname)
-
-    def flush_to_stderr(self) -> None:
-        for line in self.lines:
-            typer.echo(f"warning: {line}", err=True)
-        self.lines.clear()
-
-
-_WARNINGS = _Warnings()
-
-
-# -- plumbing ----------------------------------------------------------------------
-
-
-def _options() -> Options:
-    return _OPTIONS
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    lines = text.splitlines()
-    return lines[0] if len(lines) == 1 else f"{lines[0]} {' '.join(l.strip() for l in lines[1:])}"
-
-
-@contextmanager
-def refusals(json_out: bool) -> Iterator[None]:
-    """Turn errors into one clear line (and exit 1); let usage errors and exits through."""
-    try:
-        yield
-        _WARNINGS.flush_to_stderr()
-    except typer.Exit as exc:
-        if exc.exit_code == 0:
-            _WARNINGS.flush_to_stderr()
-        raise
-    except UsageError as exc:
-        typer.echo(f"Usage error: {exc} (see --help)", err=True)
-        raise typer.Exit(2) from None
-    except KeyboardInterrupt:
-        raise typer.Exit(130) from None
-    except RecursionError:
-        _refuse(json_out, "invalid_input", "the input is nested too deeply")
-    except HephError as exc:
-        _refuse(json_out, getattr(exc, "code", "error"), _one_line(exc))
-    except Exception as exc:
-        _refuse(json_out, "internal", f"internal error: {type(exc).__name__}: {_one_line(exc)} (rerun with --debug for the traceback)")
-
-
-def _refuse(json_out: bool, code: str, message: str) -> None:
-    if _options().debug:
-        import traceback
-
-        traceback.print_exc()
-    if json_out:
-        typer.echo(json.dumps({"error": {"code": code, "message": message}}))
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(1)
-
-
-def _project(collect: bool = False):
-    project = load_project(find_config(_options().config))
-    problems = import_workflows(project, collect=collect)
-    return project, problems
-
-
-def _app(project):
-    from heph.cli.project import open_storage
-    from heph.runtime.app import Hephaestus
-
-    return Hephaestus(storage=open_storage(project))
-
-
-def _workflow(name: str):
-    from heph.core.workflow import lookup, registry
-
-    cls = lookup(name)
-    if cls is None:
-        known = ", ".join(sorted(registry())) or "none"
-        raise CliError(f"unknown workflow {name!r}; this project defines: {known}")
-    return cls
-
-
-def _target(workflow: Optional[str], value: Optional[str], full_id: Optional[str]):
-    """(instance id, workflow class or None) from WORKFLOW VALUE or --id."""
-    from heph.core.ids import build_id, check_id
-
-    if full_id is not None:
-        if value is not None:
-            raise UsageError("give either WORKFLOW VALUE or --id FULL_ID, not both")
-        return check_id(full_id), (_workflow(workflow) if workflow else None)
-    if workflow is None or value is None:
-        raise UsageError("give WORKFLOW VALUE (or --id FULL_ID)")
-    cls = _workflow(workflow)
-    unique = cls.__heph_unique__
-    if unique.scope == "none" and "::" not in value:
-        raise CliError(f"workflow {workflow} uses scope 'none': pass --id {unique.key}::{value}::<suffix> (see heph list)")
-    return (check_id(value) if "::" in value else build_id(unique.key, value)), cls
-
-
-def _parse_options(items: List[str]) -> dict:
-    """``--option KEY=VALUE`` pairs: VALUE parsed as JSON (``true``, ``3``), else kept as text."""
-    options = {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        if not sep or not key.isidentifier():
-            raise UsageError(f"--option takes KEY=VALUE with KEY an identifier, got {item!r}")
-        try:
-            options[key] = json.loads(raw)
-        except ValueError:
-            options[key] = raw
-    return options
-
-
-def _summary(inst) -> dict:
-    from heph.core.instance import to_iso
-
-    out = {
-        "id": inst.id, "run": inst.run, "workflow": inst.workflow, "version": inst.version,
-        "status": inst.status, "waiting": inst.waiting, "next_due_at": to_iso(inst.next_due_at),
-        "created_at": to_iso(inst.created_at), "updated_at": to_iso(inst.updated_at),
-    }
-    if inst.error:
-        out["error"] = {"step": inst.error.get("step"), "type": inst.error.get("type"), "message": inst.error.get("message")}
-    return out
-
-
-def _describe(inst, verb: str) -> str:
-    line = f"{verb} {inst.id} ({inst.workflow} v{inst.version}): {inst.status}"
-    if inst.status == "waiting":
-        line += f", waiting on {', '.join(inst.waiting)}"
-        if inst.next_due_at:
-            line += f" (next due {inst.next_due_at:%Y-%m-%d %H:%M:%S} UTC)"
-    if inst.error:
-        line += f" in step {inst.error.get('step')}: {inst.error.get('message')}"
-    return line
-
-
-def _emit(json_out: bool, data, text: str) -> None:
-    typer.echo(json.dumps(data, ensure_ascii=False) if json_out else text)
-
-
-# -- commands ------------------------------------------------------------------------
+    commands.configure(config, debug)
 
 
 @cli.command()
 def check(json_out: bool = JSON_OPTION) -> None:
     """Import every workflow module, validate every workflow, list them and every error."""
-    with refusals(json_out):
-        from heph.core.workflow import registry
-
-        _, problems = _project(collect=True)
-        rows = []
-        for name, cls in sorted(registry().items()):
-            versions = sorted(cls.__heph_versions__)
-            current = cls.definition()
-            rows.append({"name": name, "key": cls.__heph_unique__.key, "scope": cls.__heph_unique__.scope,
-                         "versions": versions, "current": cls.__heph_current__, "steps": len(current.steps),
-                         "tags": list(cls.tags if cls.tags else current.tags), "file": current.file, "line": current.line})
-        if json_out:
-            typer.echo(json.dumps({"workflows": rows, "errors": problems, "ok": not problems}))
-        else:
-            from rich.text import Text
-
-            from heph.cli import render
-
-            out = render.console(wide=True)
-            out.print(render.check_table(rows))
-            for problem in problems:  # plain Text: messages hold brackets such as [a-z0-9]+, not markup
-                out.print(Text.assemble(("error", "red"), f" {problem['file']}:{problem['line']}: {problem['message']}"),
-                          soft_wrap=True)
-            out.print(f"{len(rows)} workflow(s), {len(problems)} error(s)")
-        if problems:
-            if not json_out:
-                typer.echo(f"error: {len(problems)} definition problem(s) found", err=True)
-            raise typer.Exit(1)
+    commands.check(json_out=json_out)
 
 
 @cli.command()
@@ -260,20 +55,7 @@ def start(
     json_out: bool = JSON_OPTION,
 ) -> None:
     """Start an instance; print its id and resulting status."""
-    with refusals(json_out):
-        if (value is None) == (full_id is None):
-            raise UsageError("give VALUE or --id FULL_ID (one of them)")
-        options = _parse_options(option or [])
-        initial = read_context(context, context_json)
-        project, _ = _project()
-        cls = _workflow(workflow)
-        app = _app(project)
-        if full_id is not None:
-            instance_id = app.start_instance(cls, initial, id=full_id, version=version, options=options)
-        else:
-            instance_id = app.start(cls, value, initial, version=version, **options)
-        inst = app.get(instance_id, workflow=cls)
-        _emit(json_out, _summary(inst), _describe(inst, "started"))
+    commands.start(workflow=workflow, value=value, context=context, context_json=context_json, version=version, option=option, full_id=full_id, json_out=json_out)
 
 
 @cli.command()
@@ -284,17 +66,7 @@ def resume(
     json_out: bool = JSON_OPTION,
 ) -> None:
     """Resume a waiting instance with EVENT."""
-    with refusals(json_out):
-        if full_id is not None and len(args) in (1, 2):
-            workflow, value, event = (args[0] if len(args) == 2 else None), None, args[-1]
-        elif full_id is None and len(args) == 3:
-            workflow, value, event = args
-        else:
-            raise UsageError("usage: heph resume WORKFLOW VALUE EVENT  (or: heph resume --id FULL_ID EVENT)")
-        project, _ = _project()
-        instance_id, cls = _target(workflow, value, full_id)
-        inst = _app(project).resume(instance_id, event, step=step, workflow=cls)
-        _emit(json_out, _summary(inst), _describe(inst, "resumed"))
+    commands.resume(args=args, step=step, full_id=full_id, json_out=json_out)
 
 
 @cli.command()
@@ -306,23 +78,7 @@ def show(
     json_out: bool = JSON_OPTION,
 ) -> None:
     """Show status, waiting steps and timers, context, runtime metadata, history and error."""
-    with refusals(json_out):
-        project, _ = _project()
-        instance_id, cls = _target(workflow, value, full_id)
-        app = _app(project)
-        runs = app.runs(instance_id, workflow=cls)
-        inst = app.get(instance_id, workflow=cls)
-        if run is not None:
-            chosen = [r for r in runs if r.run == run]
-            if not chosen:
-                raise CliError(f"{instance_id} has no run {run!r}; runs: {', '.join(r.run for r in runs)}")
-            inst = chosen[0]
-        if json_out:
-            typer.echo(json.dumps({**inst.to_dict(), "runs": [r.run for r in runs]}, ensure_ascii=False))
-        else:
-            from heph.cli import render
-
-            render.show(render.console(wide=True), inst, runs=len(runs))
+    commands.show(workflow=workflow, value=value, full_id=full_id, run=run, json_out=json_out)
 
 
 @cli.command("list")
@@ -335,48 +91,21 @@ def list_(
     json_out: bool = JSON_OPTION,
 ) -> None:
     """List instances, newest first."""
-    with refusals(json_out):
-        project, _ = _project()
-        if workflow is not None:
-            _workflow(workflow)
-        found = _app(project).list(workflow=workflow, status_in=status or None, id=full_id, version=version, limit=limit)
-        if json_out:
-            typer.echo(json.dumps({"instances": [_summary(i) for i in found]}))
-        else:
-            from heph.cli import render
-
-            out = render.console(wide=True)
-            out.print(render.list_table(found))
-            more = " (--limit reached)" if len(found) == limit else ""
-            out.print(f"{len(found)} instance(s){more}", style="dim")
-
-
-WORKFLOW_ARG = typer.Argument(None, help="Workflow name.")
-VALUE_ARG = typer.Argument(None, help="Business value.")
-
-
-def _act(action: str, verb: str, workflow: Optional[str], value: Optional[str], full_id: Optional[str],
-         json_out: bool) -> None:
-    """Run ``app.<action>(id)`` on the instance named by WORKFLOW VALUE or --id and report it."""
-    with refusals(json_out):
-        project, _ = _project()
-        instance_id, cls = _target(workflow, value, full_id)
-        inst = getattr(_app(project), action)(instance_id, workflow=cls)
-        _emit(json_out, _summary(inst), _describe(inst, verb))
+    commands.list_(workflow=workflow, status=status, full_id=full_id, version=version, limit=limit, json_out=json_out)
 
 
 @cli.command()
 def cancel(workflow: Optional[str] = WORKFLOW_ARG, value: Optional[str] = VALUE_ARG,
            full_id: Optional[str] = ID_OPTION, json_out: bool = JSON_OPTION) -> None:
     """Cancel an active instance (its timers are dropped)."""
-    _act("cancel", "cancelled", workflow, value, full_id, json_out)
+    commands.cancel(workflow=workflow, value=value, full_id=full_id, json_out=json_out)
 
 
 @cli.command()
 def retry(workflow: Optional[str] = WORKFLOW_ARG, value: Optional[str] = VALUE_ARG,
           full_id: Optional[str] = ID_OPTION, json_out: bool = JSON_OPTION) -> None:
     """Re-run a failed instance from its failed step."""
-    _act("retry", "retried", workflow, value, full_id, json_out)
+    commands.retry(workflow=workflow, value=value, full_id=full_id, json_out=json_out)
 
 
 @cli.command()
@@ -388,43 +117,13 @@ def graph(
     json_out: bool = JSON_OPTION,
 ) -> None:
     """Draw the workflow's DAG; with --instance, mark completed, active, waiting and failed steps."""
-    with refusals(json_out):
-        from heph.cli import graph as drawing
-
-        if fmt not in ("tree", "mermaid", "dot"):
-            raise UsageError(f"--format must be tree, mermaid or dot, not {fmt!r}")
-        project, _ = _project()
-        cls = _workflow(workflow)
-        inst = None
-        if instance is not None:
-            instance_id, _ = _target(workflow, instance, None) if "::" not in instance else (instance, cls)
-            inst = _app(project).get(instance_id, workflow=cls)
-            version = version or inst.version
-        definition = cls.definition(version)
-        if json_out:
-            typer.echo(json.dumps(drawing.to_dict(definition, inst)))
-        elif fmt == "mermaid":
-            typer.echo(drawing.to_mermaid(definition, inst), nl=False)
-        elif fmt == "dot":
-            typer.echo(drawing.to_dot(definition, inst), nl=False)
-        else:
-            from heph.cli import render
-
-            render.console().print(drawing.to_tree(definition, inst))
+    commands.graph(workflow=workflow, fmt=fmt, instance=instance, version=version, json_out=json_out)
 
 
 @cli.command()
 def tick(json_out: bool = JSON_OPTION) -> None:
     """Fire due timers and retries once (and finish steps interrupted by a dead process)."""
-    with refusals(json_out):
-        project, _ = _project()
-        actions = _app(project).tick()
-        if json_out:
-            typer.echo(json.dumps({"fired": actions}))
-        else:
-            for a in actions:
-                typer.echo(f"{a['kind']:9} {a['id']}  step {a['step']}")
-            typer.echo(f"fired {len(actions)}")
+    commands.tick(json_out=json_out)
 
 
 @cli.command()
@@ -434,57 +133,14 @@ def worker(
     json_out: bool = JSON_OPTION,
 ) -> None:
     """Keep firing due timers and retries until SIGINT/SIGTERM (finishing the current write first)."""
-    import signal
-
-    with refusals(json_out):
-        project, _ = _project()
-        app = _app(project)
-        stop = {"now": False}
-
-        def ask_to_stop(signum, frame) -> None:
-            stop["now"] = True
-
-        previous = {sig: signal.signal(sig, ask_to_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
-        live = sys.stdout.isatty() and not json_out
-        total = ticks = 0
-        status = None
-        if live:
-            from heph.cli import render
-
-            status = render.console().status("heph worker: waiting for due timers")
-            status.start()
-        try:
-            while not stop["now"] and (iterations is None or ticks < iterations):
-                actions = app.tick()
-                _WARNINGS.flush_to_stderr()
-                ticks += 1
-                total += len(actions)
-                for a in actions:
-                    if json_out:
-                        typer.echo(json.dumps(a))
-                    else:
-                        typer.echo(f"{time.strftime('%H:%M:%S')} {a['kind']:9} {a['id']}  step {a['step']}")
-                if status is not None:
-                    status.update(f"heph worker: {ticks} ticks, {total} fired; next tick in {interval:g}s (Ctrl-C stops)")
-                deadline = time.monotonic() + interval
-                wait_for_work = getattr(app.storage, "wait_for_work", None)  # PostgreSQL: LISTEN/NOTIFY
-                while not stop["now"] and time.monotonic() < deadline and (iterations is None or ticks < iterations):
-                    if wait_for_work is None:
-                        time.sleep(min(0.05, interval))
-                    elif wait_for_work(min(0.25, max(0.0, deadline - time.monotonic()))):
-                        break
-        finally:
-            if status is not None:
-                status.stop()
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
-        if not json_out:
-            typer.echo(f"worker stopped after {ticks} tick(s), {total} fired")
+    commands.worker(interval=interval, iterations=iterations, json_out=json_out)
 
 
 from heph.cli import admin  # noqa: E402,F401  (registers doctor, db and storage commands)
 
 
 def run() -> None:
-    """Console-script entry point."""
-    cli()
+    """Console-script entry point: the fast parser if it knows the invocation, else Typer."""
+    from heph.cli import fast
+
+    fast.run(cli)

@@ -69,20 +69,13 @@ def load_project(path: Path, use_env: bool = True) -> Project:
 
     ``$HEPH_DATABASE_URL`` (unless ``use_env`` is false) selects PostgreSQL at that URL,
     whatever ``storage.type`` says."""
-    import yaml
-
     try:
         if path.stat().st_size > MAX_CONFIG_BYTES:
             raise CliError(f"{path} is larger than 1 MB; is it really a heph.yaml?")
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise CliError(f"cannot read {path}: {exc}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise CliError(f"{path} is not valid YAML{where}: {getattr(exc, 'problem', None) or exc}") from None
+    data = _parse_yaml(path, text)
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -125,6 +118,24 @@ def load_project(path: Path, use_env: bool = True) -> Project:
             raise CliError(f"{path}: storage type postgres needs storage.dsn (or set ${DATABASE_URL_ENV})")
         project.storage_type, project.dsn, project.schema = "postgres", dsn, schema
     return project
+
+
+def _parse_yaml(path: Path, text: str) -> object:
+    """``yaml.safe_load(text)``; plain files are read without importing PyYAML (see simpleyaml)."""
+    from heph.cli.simpleyaml import NotSimple, parse
+
+    try:
+        return parse(text)
+    except NotSimple:
+        pass
+    import yaml
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise CliError(f"{path} is not valid YAML{where}: {getattr(exc, 'problem', None) or exc}") from None
 
 
 def import_workflows(project: Project, collect: bool = False) -> list[dict]:

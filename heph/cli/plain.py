@@ -1,0 +1,103 @@
+"""Plain-text ``show`` and ``list`` for output that is not a terminal (pipes, files, scripts).
+
+The same boxes as rich draws on a terminal, without colour and without importing rich
+(a third of a cold ``heph show``). Rows are never wrapped or cut: a pipe has no width.
+"""
+
+from __future__ import annotations
+
+import json
+import unicodedata
+from typing import Callable, Iterable, Sequence
+
+from heph.cli.render import clock_time, when
+from heph.core.instance import Instance
+
+Write = Callable[[str], None]
+
+
+def width(text: str) -> int:
+    """Terminal cells taken by ``text`` (wide East Asian characters take two)."""
+    if text.isascii():
+        return len(text)
+    return sum(2 if unicodedata.east_asian_width(ch) in "WF" else 0 if unicodedata.combining(ch) else 1
+               for ch in text)
+
+
+def _pad(text: str, size: int, right: bool = False) -> str:
+    fill = " " * (size - width(text))
+    return fill + text if right else text + fill
+
+
+def _cell(value: object) -> str:
+    return " ".join(str(value).split("\n"))
+
+
+def table(columns: Sequence[str], rows: Iterable[Sequence[object]], title: str | None = None,
+          right: Iterable[str] = ()) -> list[str]:
+    """A table drawn like rich's default (heavy head, light body); ``right``: right-justified columns."""
+    cells = [[_cell(v) for v in row] for row in rows]
+    sizes = [max([width(c)] + [width(r[i]) for r in cells]) for i, c in enumerate(columns)]
+    flush = [c in set(right) for c in columns]
+
+    def line(left: str, fill: str, mid: str, end: str) -> str:
+        return left + mid.join(fill * (s + 2) for s in sizes) + end
+
+    def row(values: Sequence[str], bar: str, justify: bool) -> str:
+        return bar + bar.join(f" {_pad(v, s, justify and f)} " for v, s, f in zip(values, sizes, flush)) + bar
+
+    out = [title] if title else []
+    out += [line("┏", "━", "┳", "┓"), row(columns, "┃", False), line("┡", "━", "╇", "┩")]
+    out += [row(r, "│", True) for r in cells]
+    out.append(line("└", "─", "┴", "┘"))
+    return out
+
+
+def panel(body: str, title: str) -> list[str]:
+    """``body`` in a rounded box with ``title`` on its top edge."""
+    lines = body.split("\n")
+    inner = max([width(l) for l in lines] + [width(title) + 2]) + 2
+    top = f"╭─ {title} " + "─" * (inner - width(title) - 3) + "╮"
+    return [top] + [f"│ {_pad(l, inner - 2)} │" for l in lines] + ["╰" + "─" * inner + "╯"]
+
+
+def _json(data: object) -> str:
+    return json.dumps(data, indent=2, ensure_ascii=False)
+
+
+def show(write: Write, inst: Instance, runs: int = 1) -> None:
+    """Everything about one instance: status, waits, context, metadata, history, error."""
+    head = [("id", inst.id), ("workflow", f"{inst.workflow} v{inst.version}"), ("status", inst.status),
+            ("run", inst.run + (f"  ({runs} runs of this id: heph list --id {inst.id})" if runs > 1 else "")),
+            ("created", when(inst.created_at)), ("updated", when(inst.updated_at))]
+    if inst.active:
+        head.append(("active", ", ".join(a["step"] for a in inst.active)))
+    if inst.lease:
+        head.append(("lease", f"pid {inst.lease.get('pid')} on {inst.lease.get('host')} since {inst.lease.get('since')}"))
+    key_size = max(width(k) for k, _ in head)
+    out = [f"{_pad(k, key_size)}  {v}" for k, v in head]
+    if inst.waits:
+        out += table(("step", "kind", "attempt", "since", "due"), [
+            (key, wait["kind"], wait.get("attempt", 1), wait.get("since", "-")[:19].replace("T", " "),
+             wait["due_at"][:19].replace("T", " ") if wait.get("due_at") else "-")
+            for key, wait in inst.waits.items()], title="waiting")
+    out += panel(_json({"initial": inst.context.initial, "steps": inst.context.steps}), "context")
+    if inst.runtime_metadata:
+        out += panel(_json(inst.runtime_metadata), "runtime metadata")
+    out += table(("#", "step", "outcome", "event", "attempt", "finished (UTC)", "duration"), [
+        (number, e.step, e.outcome, e.event or "-", e.attempt, clock_time(e.finished_at),
+         "-" if e.duration_ms is None else f"{e.duration_ms:.1f} ms")
+        for number, e in enumerate(inst.history, 1)], title="history", right=("#", "attempt", "duration"))
+    if inst.error:
+        body = f"{inst.error.get('type')}: {inst.error.get('message')}"
+        if inst.error.get("traceback"):
+            body += "\n" + inst.error["traceback"].rstrip()
+        out += panel(body, f"error in step {inst.error.get('step')}")
+    write("\n".join(out))
+
+
+def list_table(write: Write, instances: list[Instance]) -> None:
+    """One row per instance: id, workflow, version, status, waiting steps, next due time, updated."""
+    rows = [(i.id, i.workflow, i.version, i.status, ", ".join(i.waiting) or "-", when(i.next_due_at),
+             when(i.updated_at)) for i in instances]
+    write("\n".join(table(("id", "workflow", "version", "status", "waiting", "next due", "updated"), rows)))

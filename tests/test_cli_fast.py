@@ -1,0 +1,188 @@
+"""The Typer-free parser of common invocations (heph.cli.fast) against the Typer app.
+
+Whatever ``fast.parse`` accepts, Typer must parse to the same parameters; whatever
+Typer refuses, ``fast.parse`` must hand over (return None) so that Typer prints the
+usage error. The plain renderer (pipes) and rich (terminals) show the same things.
+"""
+
+from __future__ import annotations
+
+import os
+import pty
+import subprocess
+import sys
+
+import pytest
+import typer.main
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from typer._click.core import Context  # typer vendors click (typer is pinned below 0.27)
+from typer._click.exceptions import Abort, Exit, UsageError
+from typer.core import TyperArgument, TyperOption
+
+from heph.cli import fast
+from heph.cli.main import cli
+from tests.cli_helpers import ANSI, cli_env, make_project, ok
+
+ROOT = typer.main.get_command(cli)
+
+
+def typer_params(argv: list[str]) -> tuple[dict, str, dict] | None:
+    """(global params, command, command params) as Typer/click parse ``argv``; None for a usage error."""
+    try:
+        with ROOT.make_context("heph", list(argv), resilient_parsing=False) as ctx:
+            name, command, rest = ROOT.resolve_command(ctx, [*ctx._protected_args, *ctx.args])
+            with command.make_context(name, rest, parent=ctx) as sub:
+                return dict(ctx.params), name, dict(sub.params)
+    except (UsageError, Exit, Abort):
+        return None
+
+
+def fast_params(argv: list[str]) -> tuple[dict, str, dict] | None:
+    call = fast.parse(argv)
+    if call is None:
+        return None
+    command = ROOT.commands[call.command]
+    params = {p.name: p.get_default(Context(command)) for p in command.params}
+    for p in command.params:  # click gives unset multiple options as () and nargs=-1 as a tuple
+        if p.multiple or p.nargs == -1:
+            params[p.name] = tuple(params[p.name] or ())
+    for key, value in call.kwargs.items():
+        params[key] = tuple(value) if isinstance(value, list) else value
+    return {"config": call.config, "debug": call.debug}, call.command, params
+
+
+def test_every_fast_command_declares_the_options_and_arguments_typer_does():
+    for name, spec in fast.SPECS.items():
+        command = ROOT.commands[name]
+        options = {}
+        for p in command.params:
+            if isinstance(p, TyperOption):
+                for opt in p.opts + p.secondary_opts:
+                    options[opt] = p.name
+        assert {o: param for o, (param, _) in spec.options.items()} == {
+            o: p for o, p in options.items() if o not in ("--help",)}, name
+        arguments = tuple(p.name for p in command.params if isinstance(p, TyperArgument))
+        assert spec.positionals == arguments, name
+
+
+@pytest.mark.parametrize("argv", [
+    ["show", "orderflow", "order42"],
+    ["show", "orderflow", "order42", "--json"],
+    ["show", "--id", "orderid::order42", "--run=r1"],
+    ["--config", "x/heph.yaml", "--debug", "show", "orderflow", "o1"],
+    ["--config=x.yaml", "list", "--status", "waiting", "-s", "failed", "--limit", "5", "-w", "orderflow"],
+    ["start", "orderflow", "o1", "--context", "-", "--version", "2", "-o", "a=1", "--option=b=x"],
+    ["start", "orderflow", "--id", "orderid::o1", "--context-json", "{\"a\": 1}"],
+    ["resume", "paymentflow", "pay1", "payment_confirmed", "--step", "wait_for_payment"],
+    ["resume", "--id", "paymentid::pay1", "payment_confirmed"],
+    ["cancel", "orderflow", "o1", "--json"],
+    ["retry", "--id", "orderid::o1"],
+    ["tick", "--json"],
+    ["list", "--version", "+3"],
+])
+def test_plain_invocations_take_the_fast_path_and_parse_as_typer_does(argv):
+    assert fast.parse(argv) is not None
+    assert fast_params(argv) == typer_params(argv)
+
+
+@pytest.mark.parametrize("argv", [
+    [], ["--help"], ["show", "--help"], ["show", "-h"], ["graph", "orderflow"], ["check"], ["worker"],
+    ["show", "a", "b", "c"], ["show", "--json=1", "a", "b"], ["show", "--run"], ["show", "--", "a", "b"],
+    ["list", "--limit", "0"], ["list", "--limit", "x"], ["list", "--version", "1.5"], ["start"],
+    ["show", "--id", "a", "--id", "b"], ["--config"], ["--debug", "--debug", "tick"], ["tick", "extra"],
+    ["start", "orderflow", "o1", "--context", "--json"], ["list", "-sfailed"], ["resume"], ["nope"],
+    ["--version"], ["doctor"], ["db", "migrate"],
+])
+def test_anything_else_is_left_to_typer(argv):
+    assert fast.parse(argv) is None
+
+
+TOKENS = st.sampled_from([
+    "show", "list", "start", "resume", "cancel", "retry", "tick", "graph", "orderflow", "o1", "go", "-", "--",
+    "--json", "--json=x", "--id", "--id=k::v", "--run", "--status", "-s", "--limit", "--limit=0", "3", "-1",
+    "--version", "--context", "--context-json", "-o", "--option", "a=1", "--step", "-w", "--workflow",
+    "--config", "--debug", "--help", "-h", "--nope", "-x", "",
+])
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(TOKENS, max_size=7))
+def test_fast_never_accepts_what_typer_refuses_and_always_agrees(argv):
+    mine = fast_params(argv)
+    if mine is not None:
+        assert mine == typer_params(argv), argv
+
+
+# -- through the real console script ----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def shop(tmp_path_factory):
+    project = make_project(tmp_path_factory.mktemp("fast") / "shop")
+    ok("start", "paymentflow", "pay1", "--context", "contexts/payment.json", cwd=project)
+    ok("start", "reminderflow", "user7", "--context", "contexts/user.json", cwd=project)
+    return project
+
+
+def test_help_and_usage_errors_still_come_from_typer(shop):
+    from tests.cli_helpers import heph
+
+    assert "--run" in ok("show", "--help", cwd=shop).out
+    bad = heph("show", "a", "b", "c", cwd=shop)
+    assert bad.code == 2 and "Got unexpected extra argument" in bad.err, bad
+    bad = heph("list", "--limit", "0", cwd=shop)
+    assert bad.code == 2 and "--limit" in bad.err, bad
+
+
+def _on_a_terminal(project, *args: str) -> str:
+    """What ``heph ARGS`` prints on a (pseudo-)terminal."""
+    main, child = pty.openpty()
+    env = cli_env(COLUMNS="160")
+    proc = subprocess.Popen([sys.executable, "-m", "heph", *args], cwd=project, stdin=subprocess.DEVNULL,
+                            stdout=child, stderr=subprocess.PIPE, env=env)
+    os.close(child)
+    chunks = []
+    while True:
+        try:
+            data = os.read(main, 65536)
+        except OSError:  # EIO once the child has closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(main)
+    assert proc.wait(30) == 0, proc.stderr.read()
+    return b"".join(chunks).decode("utf-8", "replace")
+
+
+def test_a_terminal_gets_rich_with_colour_and_a_pipe_the_same_content_in_plain_text(shop):
+    piped = ok("show", "paymentflow", "pay1", cwd=shop).out
+    shown = _on_a_terminal(shop, "show", "paymentflow", "pay1")
+    assert ANSI in shown and ANSI not in piped
+    for fragment in ("paymentid::pay1", "waiting", "wait_for_payment", "context", "runtime metadata", "acmepay",
+                     "history", "request_payment", "async", "┏", "╭─ context"):
+        assert fragment in piped and fragment in shown, fragment
+    listed = _on_a_terminal(shop, "list")
+    assert ANSI in listed and "paymentid::pay1" in listed and "reminderid::user7" in listed
+
+
+def test_piped_list_is_one_whole_row_per_instance(shop):
+    out = ok("list", cwd=shop).out
+    rows = [line for line in out.splitlines() if line.startswith("│")]
+    assert len(rows) == 2 and all("│" == row[-1] for row in rows)
+    assert [r.split("│")[1].strip() for r in rows] == ["reminderid::user7", "paymentid::pay1"]
+    assert out.rstrip().endswith("2 instance(s)")
+
+
+def test_piped_show_and_list_import_neither_typer_nor_rich_nor_yaml(shop):
+    probe = ("import sys\nfrom heph.cli import fast\nsys.argv = ['heph'] + sys.argv[1:]\n"
+             "try:\n    fast.run()\nexcept SystemExit as exc:\n    code = exc.code\n"
+             "heavy = sorted(m for m in ('typer', 'rich', 'yaml') if m in sys.modules)\n"
+             "print(f'exit={code} heavy={heavy}', file=sys.stderr)\n")
+    for args in (["show", "paymentflow", "pay1"], ["list", "--status", "waiting"], ["show", "--id", "paymentid::pay1",
+                                                                                  "--json"]):
+        proc = subprocess.run([sys.executable, "-c", probe, *args], cwd=shop, env=cli_env(), capture_output=True,
+                              text=True, timeout=60)
+        assert "paymentid::pay1" in proc.stdout, proc
+        assert proc.stderr.strip().splitlines()[-1] == "exit=0 heavy=[]", proc.stderr
