@@ -152,9 +152,9 @@ class Instance:
         """A copy sharing nothing with this one."""
         return copy.deepcopy(self)
 
-    def to_dict(self) -> dict:
-        """Plain JSON data, with a format version."""
-        return {
+    def to_dict(self, history: bool = True) -> dict:
+        """Plain JSON data, with a format version (without ``history``: all but the history)."""
+        doc = {
             "format": FORMAT_VERSION,
             "id": self.id,
             "run": self.run,
@@ -173,8 +173,10 @@ class Instance:
             "failed": self.failed,
             "error": self.error,
             "lease": self.lease,
-            "history": [h.to_dict() for h in self.history],
         }
+        if history:
+            doc["history"] = [h.to_dict() for h in self.history]
+        return doc
 
     @classmethod
     def from_dict(cls, data: object) -> Instance:

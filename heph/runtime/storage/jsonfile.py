@@ -150,16 +150,26 @@ def _fsync_dir(path: Path) -> None:
 _compact = json.JSONEncoder(ensure_ascii=False, separators=(", ", ": ")).encode
 
 
-def encode(instance: Instance) -> bytes:
+def encode(instance: Instance, cache: dict | None = None) -> bytes:
     """The file content of a run: UTF-8 JSON with one field per line and one history entry
     per line — readable, diffable, and written by the C JSON encoder (``indent=`` would fall
-    back to the pure-Python one, several times slower)."""
-    doc = instance.to_dict()
-    history = doc.pop("history")
-    lines = [f" {_compact(key)}: {_compact(value)}" for key, value in doc.items()]
-    entries = ",\n".join(f"  {_compact(entry)}" for entry in history)
-    lines.append(f' "history": [\n{entries}\n ]' if history else ' "history": []')
+    back to the pure-Python one, several times slower). ``cache`` keeps the lines of history
+    entries already encoded (a session writes the same entries again and again)."""
+    lines = [f" {_compact(key)}: {_compact(value)}" for key, value in instance.to_dict(history=False).items()]
+    entries = ",\n".join(_history_line(entry, cache) for entry in instance.history)
+    lines.append(f' "history": [\n{entries}\n ]' if instance.history else ' "history": []')
     return ("{\n" + ",\n".join(lines) + "\n}\n").encode("utf-8")
+
+
+def _history_line(entry, cache: dict | None) -> str:
+    if cache is None or entry.error is not None:
+        return f"  {_compact(entry.to_dict())}"
+    key = (entry.step, entry.outcome, entry.event, entry.attempt, entry.started_at, entry.finished_at,
+           entry.duration_ms)
+    line = cache.get(key)
+    if line is None:
+        line = cache[key] = f"  {_compact(entry.to_dict())}"
+    return line
 
 
 def read_instance(path: Path) -> Instance:
@@ -204,7 +214,10 @@ class _FileSession(Session):
         self._id = instance_id
         self._dir = directory
         self._new_dir = new_dir
-        self._known: dict[str, Instance] = {}
+        self._known: dict[str, Instance] = {}  # run -> as stored
+        self._listed = False  # _known holds every run
+        self._marks: dict[str, set[str]] = {}  # run -> its index markers as stored
+        self._lines: dict = {}  # encode's cache of history lines
         self._renamed = False
 
     def close(self) -> None:
@@ -221,32 +234,44 @@ class _FileSession(Session):
     def runs(self) -> list[Instance]:
         found = self._store.runs(self._id)
         self._known = {r.run: r for r in found}
+        self._listed = True
         return found
 
     def insert(self, instance: Instance) -> None:
-        path = self._dir / f"{instance.run}.json"
-        if path.exists():
+        path = self._path(instance)
+        if instance.run in self._known or (not self._listed and path.exists()):
             raise StorageError(f"run {instance.run} of {self._id} already exists")
-        self._store._add_markers(instance)
-        self._replace(path, instance)
+        markers = self._markers(instance)
+        self._store._touch(markers)
+        self._replace(path, instance, markers)
 
     def update(self, instance: Instance) -> None:
-        path = self._dir / f"{instance.run}.json"
-        old = self._known.get(instance.run) or read_instance(path)
-        new_markers = self._store._markers(instance)
-        old_markers = self._store._markers(old)
-        self._store._touch(new_markers - old_markers)
-        self._replace(path, instance)
+        path = self._path(instance)
+        old = self._marks.get(instance.run)
+        if old is None:
+            old = self._markers(self._known.get(instance.run) or read_instance(path))
+        new = self._markers(instance)
+        self._store._touch(new - old)
+        self._replace(path, instance, new)
         crash_point("before-marker-cleanup")
-        self._store._remove(old_markers - new_markers)
+        self._store._remove(old - new)
 
-    def _replace(self, path: Path, instance: Instance) -> None:
+    def _path(self, instance: Instance) -> Path:
+        if instance.id != self._id:
+            raise StorageError(f"a session of {self._id} cannot write run {instance.run} of {instance.id}")
+        return self._dir / f"{instance.run}.json"
+
+    def _markers(self, instance: Instance) -> set[str]:
+        return self._store._markers(instance, self._dir.name)
+
+    def _replace(self, path: Path, instance: Instance, markers: set[str]) -> None:
         try:
-            replace_file(path, encode(instance))
+            replace_file(path, encode(instance, self._lines))
         except OSError as exc:
             raise StorageError(f"cannot write instance file {path}: {exc.strerror}") from None
         self._renamed = True
         self._known[instance.run] = instance
+        self._marks[instance.run] = markers
 
 
 class JsonFileStorage(Storage):
@@ -271,20 +296,15 @@ class JsonFileStorage(Storage):
             _write_index_format(self.index / "FORMAT")
         write_durably(self.root / "FORMAT", STORE_FORMAT.encode())
 
-    def _marker_name(self, instance: Instance) -> str:
-        return f"{id_dir_name(instance.id)}~{instance.run}~{instance.workflow}~{instance.version}"
-
-    def _markers(self, instance: Instance) -> set[str]:
-        name = self._marker_name(instance)
-        found = {f"status/{instance.status}/{name}"}
+    def _markers(self, instance: Instance, dir_name: str | None = None) -> set[str]:
+        """The index markers of ``instance`` (``dir_name``: its id's directory name, if known)."""
+        head = dir_name or id_dir_name(instance.id)
+        found = {f"status/{instance.status}/{head}~{instance.run}~{instance.workflow}~{instance.version}"}
         if instance.status in ("waiting", "running"):
             for wait in instance.waits.values():
                 if wait.get("due_at"):
-                    found.add(f"due/{_due_name(wait['due_at'])}~{id_dir_name(instance.id)}~{instance.run}")
+                    found.add(f"due/{_due_name(wait['due_at'])}~{head}~{instance.run}")
         return found
-
-    def _add_markers(self, instance: Instance) -> None:
-        self._touch(self._markers(instance))
 
     def _touch(self, markers: Iterable[str]) -> None:
         for marker in markers:
