@@ -224,6 +224,44 @@ def _stdout(tty: bool) -> Iterator[int]:
         os.close(main)
 
 
+def layout_floor(directory: Path, instances: int, steps: int = 5, size: int = 1500) -> float:
+    """Steps/s of the system calls a ``JsonFileStorage`` makes for one ``steps``-step instance,
+    with none of heph's Python work: a new instance directory and lock file (``flock``), a
+    ``running`` index marker, ``steps`` × (temporary file, write, fsync, rename) of the run
+    file, a ``completed`` marker in place of the ``running`` one, then the fsyncs of the
+    instance directory and of ``instances/`` (the session's close)."""
+    import fcntl
+
+    home, running, completed = directory / "instances", directory / "running", directory / "completed"
+    for path in (home, running, completed):
+        path.mkdir(parents=True, exist_ok=True)
+    data = os.urandom(size)
+    start = time.perf_counter()
+    for n in range(instances):
+        name = f"layout~{os.getpid()}-{time.time_ns()}-{n}"
+        instance = home / name
+        os.mkdir(instance, 0o700)
+        lock = os.open(instance / ".lock", os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        os.close(os.open(running / name, os.O_CREAT | os.O_WRONLY, 0o600))
+        run_file, tmp = instance / "run.json", instance / ".run.json.tmp"
+        for _ in range(steps):
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            os.write(fd, data)
+            os.fsync(fd)
+            os.close(fd)
+            os.replace(tmp, run_file)
+        os.close(os.open(completed / name, os.O_CREAT | os.O_WRONLY, 0o600))
+        os.unlink(running / name)
+        for synced in (instance, home):
+            fd = os.open(synced, os.O_RDONLY)
+            os.fsync(fd)
+            os.close(fd)
+        fcntl.flock(lock, fcntl.LOCK_UN)
+        os.close(lock)
+    return instances * steps / (time.perf_counter() - start)
+
+
 def median(values: Sequence[float]) -> float:
     return statistics.median(values)
 
