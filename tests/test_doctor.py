@@ -140,7 +140,7 @@ def _break_everything(store: Path) -> dict:
     corrupt.write_bytes(corrupt.read_bytes()[:40])
     tmp = store / "instances" / "did~a3" / f".{run_file(store, 'did~a3').name}.4242.tmp"
     tmp.write_bytes(b'{"format": 1, "half": ')
-    (waiting,) = [p for p in (store / "index" / "status" / "waiting").iterdir() if p.name.startswith("did~a3~")]
+    (waiting,) = [p for p in (store / "index" / "status" / "waiting").iterdir() if "~did~a3~" in p.name]
     stale = store / "index" / "status" / "running" / waiting.name
     stale.write_bytes(b"")               # a marker left by a write that never happened
     waiting.unlink()                     # a marker lost (the index is a cache; the file is the truth)

@@ -239,7 +239,7 @@ def test_missing_index_then_tick_fires_due_timers(app, root, clock, caplog):
 
 
 def marker(instance) -> str:
-    return f"{instance.id.replace('::', '~')}~{instance.run}~{instance.workflow}~{instance.version}"
+    return f"{instance.run}~{instance.id.replace('::', '~')}~{instance.workflow}~{instance.version}"
 
 
 def test_stale_markers_are_not_believed(app, root, clock):
@@ -283,7 +283,7 @@ def test_rebuild_index_counts(app, root, clock):
     shutil.rmtree(root / "index")
     # one status marker per run, plus the due marker of b's timer
     assert app.storage.rebuild_index() == {"instances": 5, "added": 6, "removed": 0, "corrupt": 0}
-    (root / "index" / "status" / "failed" / "jsk~zzz~20000101T000000000000-000000~js_flow~1").touch()
+    (root / "index" / "status" / "failed" / "20000101T000000000000-000000~jsk~zzz~js_flow~1").touch()
     assert app.storage.rebuild_index() == {"instances": 5, "added": 0, "removed": 1, "corrupt": 0}
     assert app.storage.rebuild_index() == {"instances": 5, "added": 0, "removed": 0, "corrupt": 0}
 
@@ -329,6 +329,40 @@ def test_stale_markers_hiding_the_newest_fall_back_to_the_whole_index(app, root,
     for n in range(100):
         clock.advance(seconds=1)
         done = app.get(app.start(JsQuick, f"s{n}"))
-        marker = f"{done.id.replace('::', '~')}~{done.run}~{done.workflow}~{done.version}"
+        marker = f"{done.run}~{done.id.replace('::', '~')}~{done.workflow}~{done.version}"
         (root / "index" / "status" / "waiting" / marker).touch()  # a stale "waiting" marker
     assert [i.id for i in app.list(status="waiting", limit=5)] == ["jsk::first"]
+
+
+def test_an_index_in_the_previous_format_is_rebuilt_by_the_first_query(app, root, clock):
+    made = populate(app, clock)
+    status_dir = root / "index" / "status"
+    for path in list(status_dir.glob("*/*")):  # heph-index 1 named status markers <id dir>~<run>~<workflow>~<version>
+        run, head, workflow, version = path.name.split("~", 1)[0], *path.name.split("~", 1)[1].rsplit("~", 2)
+        path.rename(path.with_name(f"{head}~{run}~{workflow}~{version}"))
+    (root / "index" / "FORMAT").write_text("heph-index 1\n")
+    old_names = {p.name for p in status_dir.glob("*/*")}
+
+    assert sorted(i.id for i in app.list(status="waiting")) == ["jsk::a", "jsk::b"]
+    assert (root / "index" / "FORMAT").read_text() == "heph-index 2\n"
+    now = {p.name for p in status_dir.glob("*/*")}
+    assert now.isdisjoint(old_names)
+    assert now == {marker(i) for i in made.values()}
+    assert sorted(i.id for i in app.list()) == ["jsk::a", "jsk::b", "jsk::c", "jsq::q1"]
+
+
+def test_unfiltered_list_with_a_limit_reads_only_the_newest_files(app, root, clock, monkeypatch):
+    for n in range(200):
+        clock.advance(seconds=1)
+        app.start(JsQuick, f"n{n}")
+    reads: list[str] = []
+    real = jsonfile.read_instance
+
+    def counting(path):
+        reads.append(path.name)
+        return real(path)
+
+    monkeypatch.setattr(jsonfile, "read_instance", counting)
+    newest = app.list(limit=3)
+    assert [i.id for i in newest] == ["jsq::n199", "jsq::n198", "jsq::n197"]
+    assert len(reads) == 3

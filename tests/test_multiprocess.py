@@ -284,7 +284,7 @@ def test_concurrent_churn_loses_nothing_and_the_index_agrees(children, store, fl
     # the index holds exactly the markers of the files (nothing stale once every writer is done)
     for status in STATUSES:
         markers = set(os.listdir(store / "index" / "status" / status))
-        want = {f"{i.id.replace('::', '~')}~{i.run}~{i.workflow}~{i.version}"
+        want = {f"{i.run}~{i.id.replace('::', '~')}~{i.workflow}~{i.version}"
                 for i in files.values() if i.status == status}
         assert markers == want, status
     assert os.listdir(store / "index" / "due") == []

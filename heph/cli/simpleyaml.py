@@ -19,6 +19,7 @@ _FLOAT = re.compile(r"[0-9]+\.[0-9]+\Z")
 _QUOTED = re.compile(r"\"[^\"\\]*\"\Z|'[^']*'\Z")
 # plain words PyYAML reads as booleans, nulls or special floats: left to PyYAML
 _SPECIAL = {"y", "n", "yes", "no", "on", "off", "true", "false", "null", ".inf", ".nan"}
+_DOT_DIGIT = {f".{d}" for d in "0123456789"}  # ".5" is a float to PyYAML
 
 
 class NotSimple(ValueError):
@@ -98,7 +99,7 @@ def _put(mapping: dict, key: str, value: object) -> None:
 def _scalar(text: str) -> object:
     if _QUOTED.match(text):
         return text[1:-1]
-    if not _PLAIN.match(text) or text.lower() in _SPECIAL:
+    if not _PLAIN.match(text) or text.lower() in _SPECIAL or text[:2] in _DOT_DIGIT:
         raise NotSimple(f"not a plain scalar: {text[:40]!r}")
     if text[0].isdigit():
         if _INT.match(text):

@@ -25,7 +25,7 @@ def diagnose(store: JsonFileStorage, *, repair: bool = False,
 
     report: dict = {
         "store": str(store.root), "instances": 0, "corrupt": [], "temp_files": [], "unknown_workflows": [],
-        "interrupted": [], "busy": [], "index": {"complete": (store.index / "FORMAT").exists(),
+        "interrupted": [], "busy": [], "index": {"complete": store._index_current(),
                                                   "missing_markers": 0, "stale_markers": 0},
         "repaired": {},
     }

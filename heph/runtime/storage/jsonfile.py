@@ -4,9 +4,13 @@ Layout under the storage directory (directories 0700, files 0600)::
 
     instances/<key~value>/<run>.json   one file per run of an instance id
     instances/<key~value>/.lock         the id's lock (filelock): every read-modify-write holds it
-    index/status/<status>/<key~value>~<run>~<workflow>~<version>   empty marker files
+    index/status/<status>/<run>~<key~value>~<workflow>~<version>   empty marker files
     index/due/<yyyymmddThhmmssffffff>~<key~value>~<run>              timers and retries
     index/FORMAT                        written last by a rebuild: the index is complete
+
+Run ids start with their creation time, so status markers sort newest last by name:
+``list --limit N`` takes the N greatest names without parsing the others. An index in
+an older format is rebuilt the first time a query needs it.
 
 A write adds the new state's markers, then atomically replaces the instance file
 (temporary file, fsync, rename), then removes the old state's markers; closing the
@@ -36,7 +40,7 @@ from heph.runtime.storage.base import RunRef, Session, Storage
 log = logging.getLogger("heph")
 
 STORE_FORMAT = "heph-json-store 1\n"
-INDEX_FORMAT = "heph-index 1\n"
+INDEX_FORMAT = "heph-index 2\n"
 MAX_FILE_BYTES = 64 * 1024 * 1024
 _DUE_FORMAT = "%Y%m%dT%H%M%S%f"
 _WORKFLOW_NAME = re.compile(r"[a-z][a-z0-9_]*\Z")
@@ -55,12 +59,24 @@ def _due_name(due_at: str) -> str:
     return datetime.fromisoformat(due_at).astimezone(timezone.utc).strftime(_DUE_FORMAT)
 
 
-def _as_ids(hits: Iterable[tuple[str, str]]) -> Iterator[tuple[str, str]]:
-    """``(run, id dir)`` index hits as ``(instance id, run)``, skipping names that are no valid id."""
-    for run, head in hits:
-        instance_id = _id_from_dir(head)
+def _status_marker(name: str) -> tuple[str, str, str, str] | None:
+    """``(run, id dir, workflow, version)`` of a status marker's name; None for a stray file."""
+    run, _, rest = name.partition("~")
+    parts = rest.rsplit("~", 2)
+    return (run, *parts) if len(parts) == 3 and run else None  # type: ignore[return-value]
+
+
+def _as_ids(names: Iterable[str]) -> Iterator[tuple[str, str]]:
+    """Status markers' names as ``(instance id, run)``, each run once, skipping stray files."""
+    seen = set()
+    for name in names:
+        parsed = _status_marker(name)
+        if parsed is None or parsed[:2] in seen:
+            continue
+        seen.add(parsed[:2])
+        instance_id = _id_from_dir(parsed[1])
         if _valid_id(instance_id):  # a stray file in the index is no hit
-            yield instance_id, run
+            yield instance_id, parsed[0]
 
 
 def _is_run_name(name: str) -> bool:
@@ -299,7 +315,7 @@ class JsonFileStorage(Storage):
     def _markers(self, instance: Instance, dir_name: str | None = None) -> set[str]:
         """The index markers of ``instance`` (``dir_name``: its id's directory name, if known)."""
         head = dir_name or id_dir_name(instance.id)
-        found = {f"status/{instance.status}/{head}~{instance.run}~{instance.workflow}~{instance.version}"}
+        found = {f"status/{instance.status}/{instance.run}~{head}~{instance.workflow}~{instance.version}"}
         if instance.status in ("waiting", "running"):
             for wait in instance.waits.values():
                 if wait.get("due_at"):
@@ -364,10 +380,18 @@ class JsonFileStorage(Storage):
     def _index_ready(self) -> bool:
         if not self.instances.exists():
             return False
-        if not (self.index / "FORMAT").exists():
-            log.warning("the index of %s is missing; rebuilding it from the instance files", self.root)
+        if not self._index_current():
+            log.warning("the index of %s is missing or in an older format; rebuilding it from the instance files",
+                        self.root)
             self.rebuild_index()
         return True
+
+    def _index_current(self) -> bool:
+        """Whether ``index/FORMAT`` says the index is complete and in this version's format."""
+        try:
+            return (self.index / "FORMAT").read_text() == INDEX_FORMAT
+        except (OSError, UnicodeDecodeError):
+            return False
 
     def _listdir(self, directory: Path) -> list[str]:
         try:
@@ -390,21 +414,20 @@ class JsonFileStorage(Storage):
                                   wanted, workflow, version, limit)
         if not self._index_ready():
             return []
-        hits: dict[tuple[str, str], None] = {}  # (run, id dir): newest first once sorted
+        names: list[str] = []
         for status in wanted & set(STATUSES):
-            for name in self._listdir(self.index / "status" / status):
-                parts = name.rsplit("~", 3)
-                if len(parts) != 4:
-                    continue
-                head, run, wf, ver = parts
-                if (workflow is None or wf == workflow) and (version is None or ver == str(version)):
-                    hits[(run, head)] = None
-        if limit is not None and len(hits) > 4 * limit + 64:
-            # the newest few are enough unless stale markers hide too many of them
-            found = self._verified(_as_ids(heapq.nlargest(2 * limit + 32, hits)), wanted, workflow, version, limit)
+            names += self._listdir(self.index / "status" / status)
+        if workflow is not None or version is not None:
+            suffix = f"~{workflow}~" if version is None else f"~{version}"
+            names = [n for n in names if suffix in n and (parsed := _status_marker(n)) is not None
+                     and (workflow is None or parsed[2] == workflow) and (version is None or parsed[3] == str(version))]
+        if limit is not None and len(names) > 4 * limit + 64:
+            # names sort by run, i.e. by creation time: the greatest few are enough, unless stale
+            # markers hide too many of them
+            found = self._verified(_as_ids(heapq.nlargest(2 * limit + 32, names)), wanted, workflow, version, limit)
             if len(found) >= limit:
                 return found
-        return self._verified(_as_ids(sorted(hits, reverse=True)), wanted, workflow, version, limit)
+        return self._verified(_as_ids(sorted(names, reverse=True)), wanted, workflow, version, limit)
 
     def _verified(self, candidates: Iterable[tuple[str, str]], wanted: set[str], workflow: str | None,
                   version: int | None, limit: int | None) -> list[Instance]:
@@ -454,9 +477,9 @@ class JsonFileStorage(Storage):
         refs = set()
         for status in ("pending", "running"):
             for name in self._listdir(self.index / "status" / status):
-                parts = name.split("~")
-                if len(parts) >= 4 and _valid_id(_id_from_dir("~".join(parts[:-3]))):
-                    refs.add(RunRef(_id_from_dir("~".join(parts[:-3])), parts[-3]))
+                parsed = _status_marker(name)
+                if parsed is not None and _valid_id(_id_from_dir(parsed[1])):
+                    refs.add(RunRef(_id_from_dir(parsed[1]), parsed[0]))
         return sorted(refs)
 
     # -- maintenance -------------------------------------------------------------
@@ -471,11 +494,21 @@ class JsonFileStorage(Storage):
 
         stats = {"instances": 0, "added": 0, "removed": 0, "corrupt": 0}
         with FileLock(self.index / ".lock", mode=0o600, preserve_lock_file=True):
-            existing: dict[str, set[str]] = {}
+            existing: dict[str, set[str]] = {}  # id dir -> its markers; older formats' names own nothing
+            strays: list[str] = []
             for sub in ["due"] + [f"status/{s}" for s in STATUSES]:
                 for name in self._listdir(self.index / sub):
-                    owner = name.split("~", 1)[1].rsplit("~", 1)[0] if sub == "due" else name.rsplit("~", 3)[0]
-                    existing.setdefault(owner, set()).add(f"{sub}/{name}")
+                    if sub == "due":
+                        owner = name.partition("~")[2].rpartition("~")[0]
+                    else:
+                        parsed = _status_marker(name)
+                        owner = parsed[1] if parsed is not None else ""
+                    if owner and _valid_id(_id_from_dir(owner)):
+                        existing.setdefault(owner, set()).add(f"{sub}/{name}")
+                    else:
+                        strays.append(f"{sub}/{name}")
+            self._remove(strays)
+            stats["removed"] += len(strays)
             dirs = set(self._listdir(self.instances)) | set(existing)
             for dir_name in sorted(dirs):
                 directory = self.instances / dir_name
