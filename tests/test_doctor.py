@@ -284,18 +284,24 @@ def test_a_run_killed_mid_step_is_reported_interrupted_and_tick_finishes_it(proj
     assert code == 0 and report["interrupted"] == [] and report["healthy"]
 
 
-def test_a_start_killed_in_its_first_step_leaves_no_instance_and_can_be_run_again(project):
+def _start_killed_mid_slow_step(project, workflow: str, value: str, instance_id: str) -> Path:
+    """``heph start WORKFLOW VALUE`` SIGKILLed while its slow step runs; returns the step log."""
     log = project / "steps.log"
     log.write_text("")
-    before = heph(project, "list", "--json").json()
-    proc = subprocess.Popen([sys.executable, "-m", "heph", "start", "drowsy", "d1"], cwd=project,
+    proc = subprocess.Popen([sys.executable, "-m", "heph", "start", workflow, value], cwd=project,
                             env=env(project, SLOW_STEP_SECONDS="60"), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     try:
-        _wait_for(lambda: "drowsyid::d1 slow" in log.read_text())
+        _wait_for(lambda: f"{instance_id} slow" in log.read_text())
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
+    return log
+
+
+def test_a_start_killed_in_its_first_step_leaves_no_instance_and_can_be_run_again(project):
+    before = heph(project, "list", "--json").json()
+    log = _start_killed_mid_slow_step(project, "drowsy", "d1", "drowsyid::d1")
     # the start was never acknowledged: no run, no index entry, nothing for tick or doctor
     assert heph(project, "show", "drowsy", "d1").code == 1
     assert heph(project, "list", "--json").json() == before
@@ -308,16 +314,7 @@ def test_a_start_killed_in_its_first_step_leaves_no_instance_and_can_be_run_agai
 
 
 def test_a_refused_resume_after_a_recovery_prints_one_line(project):
-    log = project / "steps.log"
-    log.write_text("")
-    proc = subprocess.Popen([sys.executable, "-m", "heph", "start", "sleepy", "s3"], cwd=project,
-                            env=env(project, SLOW_STEP_SECONDS="60"), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    try:
-        _wait_for(lambda: "slowid::s3 slow" in log.read_text())
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+    _start_killed_mid_slow_step(project, "sleepy", "s3", "slowid::s3")
     run = heph(project, "resume", "sleepy", "s3", "done")
     assert run.code == 1 and "not waiting" in run.err, run  # refused, after finishing the interrupted step
     assert heph(project, "show", "sleepy", "s3", "--json").json()["status"] == "completed"

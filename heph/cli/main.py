@@ -10,7 +10,6 @@ from typing import List, Optional
 import typer
 
 from heph.cli import commands
-from heph.cli.commands import OPTIONS, UsageError, _emit, _project, refusals  # noqa: F401  (used by admin)
 
 cli = typer.Typer(
     name="heph",

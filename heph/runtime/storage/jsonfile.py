@@ -14,9 +14,10 @@ an older format is rebuilt the first time a query needs it.
 
 A write adds the new state's markers, then atomically replaces the instance file
 (temporary file, fsync, rename), then removes the old state's markers; closing the
-session fsyncs the directory once, making the session's renames durable. The index is therefore always a superset of the truth: readers
-re-check every hit against the instance file, markers cost no fsync, and a
-missing index is rebuilt from the instance files.
+session fsyncs the directory once, making the session's renames durable. The index
+is therefore always a superset of the truth: readers re-check every hit against the
+instance file, markers cost no fsync, and a missing index is rebuilt from the
+instance files.
 """
 
 from __future__ import annotations
@@ -64,6 +65,12 @@ def _status_marker(name: str) -> tuple[str, str, str, str] | None:
     run, _, rest = name.partition("~")
     parts = rest.rsplit("~", 2)
     return (run, *parts) if len(parts) == 3 and run else None  # type: ignore[return-value]
+
+
+def _marker_matches(name: str, workflow: str | None, version: int | None) -> bool:
+    parsed = _status_marker(name)
+    return parsed is not None and (workflow is None or parsed[2] == workflow) and \
+        (version is None or parsed[3] == str(version))
 
 
 def _as_ids(names: Iterable[str]) -> Iterator[tuple[str, str]]:
@@ -418,9 +425,7 @@ class JsonFileStorage(Storage):
         for status in wanted & set(STATUSES):
             names += self._listdir(self.index / "status" / status)
         if workflow is not None or version is not None:
-            suffix = f"~{workflow}~" if version is None else f"~{version}"
-            names = [n for n in names if suffix in n and (parsed := _status_marker(n)) is not None
-                     and (workflow is None or parsed[2] == workflow) and (version is None or parsed[3] == str(version))]
+            names = [n for n in names if _marker_matches(n, workflow, version)]
         if limit is not None and len(names) > 4 * limit + 64:
             # names sort by run, i.e. by creation time: the greatest few are enough, unless stale
             # markers hide too many of them
