@@ -10,6 +10,8 @@ import stat
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import heph
 from heph import Done, Step, Unique, Wait, WaitForEvent, Workflow
@@ -366,3 +368,15 @@ def test_unfiltered_list_with_a_limit_reads_only_the_newest_files(app, root, clo
     newest = app.list(limit=3)
     assert [i.id for i in newest] == ["jsq::n199", "jsq::n198", "jsq::n197"]
     assert len(reads) == 3
+
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text() | st.floats(allow_nan=False, allow_infinity=False),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=20)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_json_values)
+def test_the_prebuilt_encoder_writes_what_json_dumps_writes(value):
+    assert jsonfile._dumps(value) == json.dumps(value, ensure_ascii=False, separators=(", ", ": "))
