@@ -47,15 +47,19 @@ def event_flow(n: int, timeout: float = 300.0) -> dict:
     return finish(message)
 
 
-def launch(directory: Path) -> None:
-    """Configure DBOS on a SQLite file under ``directory`` and launch it (once per process)."""
+def launch(directory: Path, poll_seconds: float | None = None) -> None:
+    """Configure DBOS on a SQLite file under ``directory`` and launch it (once per process);
+    ``poll_seconds``: DBOS's notification polling interval (default: DBOS's own, 1 s)."""
     global _launched
     directory.mkdir(parents=True, exist_ok=True)
-    DBOS(config={
+    config = {
         "name": "hephbench",
         "system_database_url": f"sqlite:///{directory / 'dbos.sqlite'}",
         "log_level": "WARNING",
-    })
+    }
+    if poll_seconds is not None:
+        config["notification_listener_polling_interval_sec"] = poll_seconds
+    DBOS(config=config)
     DBOS.launch()
     logging.getLogger("dbos").setLevel(logging.WARNING)
     _launched = True
