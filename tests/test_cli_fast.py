@@ -91,7 +91,8 @@ def test_plain_invocations_take_the_fast_path_and_parse_as_typer_does(argv):
     ["show", "a", "b", "c"], ["show", "--json=1", "a", "b"], ["show", "--run"], ["show", "--", "a", "b"],
     ["list", "--limit", "0"], ["list", "--limit", "x"], ["list", "--version", "1.5"], ["start"],
     ["show", "--id", "a", "--id", "b"], ["--config"], ["--debug", "--debug", "tick"], ["tick", "extra"],
-    ["start", "orderflow", "o1", "--context", "--json"], ["list", "-sfailed"], ["resume"], ["nope"],
+    ["start", "orderflow", "o1", "--context", "--json"], ["list", "-sfailed"], ["list", "-s=failed"],
+    ["start", "orderflow", "o1", "-o=a=1"], ["resume"], ["nope"],
     ["--version"], ["doctor"], ["db", "migrate"],
 ])
 def test_anything_else_is_left_to_typer(argv):
@@ -102,7 +103,7 @@ TOKENS = st.sampled_from([
     "show", "list", "start", "resume", "cancel", "retry", "tick", "graph", "orderflow", "o1", "go", "-", "--",
     "--json", "--json=x", "--id", "--id=k::v", "--run", "--status", "-s", "--limit", "--limit=0", "3", "-1",
     "--version", "--context", "--context-json", "-o", "--option", "a=1", "--step", "-w", "--workflow",
-    "--config", "--debug", "--help", "-h", "--nope", "-x", "",
+    "--config", "--debug", "--help", "-h", "--nope", "-x", "", "-o=a=1", "-s=failed", "-sfailed", "--status=",
 ])
 
 

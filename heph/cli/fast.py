@@ -87,9 +87,9 @@ def _parse_command(spec: Spec, tokens: list[str]) -> Optional[dict]:
         if not token.startswith("-"):
             positionals.append(token)
             continue
-        option, eq, inline = token.partition("=")
+        option, eq, inline = token.partition("=") if token.startswith("--") else (token, "", "")
         if option not in spec.options:
-            return None  # --help, --, -, unknown options, short options run together: Typer's call
+            return None  # --help, --, -, unknown options, -oVALUE, -o=VALUE: Typer's call
         param, kind = spec.options[option]
         if kind == FLAG:
             if eq or param in kwargs:
