@@ -187,3 +187,22 @@ def test_piped_show_and_list_import_neither_typer_nor_rich_nor_yaml(shop):
                               text=True, timeout=60)
         assert "paymentid::pay1" in proc.stdout, proc
         assert proc.stderr.strip().splitlines()[-1] == "exit=0 heavy=[]", proc.stderr
+
+
+def test_show_by_id_and_list_read_the_store_without_importing_the_project(tmp_path):
+    from tests.cli_helpers import heph
+
+    project = make_project(tmp_path / "shop")
+    ok("start", "paymentflow", "pay1", "--context", "contexts/payment.json", cwd=project)
+    (project / "broken_on_import.py").write_text("raise RuntimeError('this module is broken')\n")
+    config = project / "heph.yaml"
+    config.write_text(config.read_text().replace("workflows:\n", "workflows:\n  - broken_on_import\n"))
+
+    listed = ok("list", "--json", cwd=project).json()
+    assert [i["id"] for i in listed["instances"]] == ["paymentid::pay1"]
+    assert ok("show", "--id", "paymentid::pay1", "--json", cwd=project).json()["status"] == "waiting"
+    # naming a workflow needs the project's code: the broken module is reported
+    for args in (["show", "paymentflow", "pay1"], ["list", "--workflow", "paymentflow"],
+                 ["resume", "--id", "paymentid::pay1", "payment_confirmed"]):
+        refused = heph(*args, cwd=project)
+        assert refused.code == 1 and "this module is broken" in refused.err, refused

@@ -119,9 +119,18 @@ def _refuse(json_out: bool, code: str, message: str) -> None:
     raise SystemExit(1)
 
 
-def _project(collect: bool = False):
+_LOADED: dict = {}  # the project of this command, and whether its workflow modules are imported
+
+
+def _project(collect: bool = False, workflows: bool = True):
+    """The project of ``heph.yaml`` and (``collect``) its definition problems. With ``workflows``
+    false its modules are not imported until ``_workflow`` needs one: ``show --id`` and ``list``
+    read stored runs without running the project's code."""
     project = load_project(find_config(OPTIONS.config))
-    problems = import_workflows(project, collect=collect)
+    _LOADED.clear()
+    _LOADED["project"] = project
+    problems = import_workflows(project, collect=collect) if workflows else []
+    _LOADED["imported"] = workflows
     return project, problems
 
 
@@ -134,6 +143,10 @@ def _app(project):
 
 def _workflow(name: str):
     from heph.core.workflow import lookup, registry
+
+    if not _LOADED.get("imported", True):
+        import_workflows(_LOADED["project"])
+        _LOADED["imported"] = True
 
     cls = lookup(name)
     if cls is None:
@@ -276,7 +289,7 @@ def show(workflow: Optional[str] = None, value: Optional[str] = None, full_id: O
          run: Optional[str] = None, json_out: bool = False) -> None:
     """Show status, waiting steps and timers, context, runtime metadata, history and error."""
     with refusals(json_out):
-        project, _ = _project()
+        project, _ = _project(workflows=False)
         instance_id, cls = _target(workflow, value, full_id)
         app = _app(project)
         runs = app.runs(instance_id, workflow=cls)
@@ -302,7 +315,7 @@ def list_(workflow: Optional[str] = None, status: Optional[List[str]] = None, fu
           version: Optional[int] = None, limit: int = 50, json_out: bool = False) -> None:
     """List instances, newest first."""
     with refusals(json_out):
-        project, _ = _project()
+        project, _ = _project(workflows=False)
         if workflow is not None:
             _workflow(workflow)
         found = _app(project).list(workflow=workflow, status_in=status or None, id=full_id, version=version, limit=limit)
