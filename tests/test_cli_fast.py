@@ -206,3 +206,30 @@ def test_show_by_id_and_list_read_the_store_without_importing_the_project(tmp_pa
                  ["resume", "--id", "paymentid::pay1", "payment_confirmed"]):
         refused = heph(*args, cwd=project)
         assert refused.code == 1 and "this module is broken" in refused.err, refused
+
+
+def test_control_characters_in_stored_text_never_reach_the_reader(tmp_path):
+    """A crafted file (or a step's error message) must not drive the terminal of whoever reads it."""
+    import json
+    import re
+
+    project = make_project(tmp_path / "shop")
+    ok("start", "paymentflow", "pay1", "--context", "contexts/payment.json", cwd=project)
+    (path,) = (project / ".heph" / "instances" / "paymentid~pay1").glob("*.json")
+    doc = json.loads(path.read_text())
+    nasty = "\x1b]0;pwned\x07\x1b[2J\r\x9b31m"
+    doc["error"] = {"type": f"T{nasty}", "message": f"M{nasty}", "traceback": f"line 1\n{nasty}", "step": f"s{nasty}"}
+    doc["lease"] = {"pid": 1, "host": f"h{nasty}", "since": "x"}
+    doc["history"][0]["event"] = f"e{nasty}"
+    doc["runtime_metadata"] = {"k": f"v{nasty}"}
+    path.write_text(json.dumps(doc))
+
+    piped = ok("show", "paymentflow", "pay1", cwd=project).out
+    shown = _on_a_terminal(project, "show", "paymentflow", "pay1").replace("\r\n", "\n")  # the tty's CRLF
+    rich_colours = re.compile(r"\x1b\[[0-9;]*m")  # rich's own SGR sequences, on the terminal only
+    for out in (piped, rich_colours.sub("", shown)):
+        assert not any(ch in out for ch in "\x1b\x07\r\x9b"), repr(out)
+        assert "\\x1b]0;pwned\\x07" in out  # shown, escaped
+    assert rich_colours.sub("", shown).count("\x1b") == 0
+    cancelled = ok("cancel", "paymentflow", "pay1", cwd=project).out  # its one line names the stored error
+    assert "M\\x1b]0;pwned" in cancelled and not any(ch in cancelled for ch in "\x1b\x07\r\x9b"), repr(cancelled)

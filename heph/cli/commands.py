@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Iterator, List, Optional
 
 from heph.cli.project import CliError, find_config, import_workflows, load_project, read_context
+from heph.cli.text import printable
 from heph.errors import HephError
 
 
@@ -55,7 +56,7 @@ class _Warnings(logging.Handler):
 
     def flush_to_stderr(self) -> None:
         for line in self.lines:
-            echo(f"warning: {line}", err=True)
+            echo(f"warning: {printable(line)}", err=True)
         self.lines.clear()
 
 
@@ -115,7 +116,7 @@ def _refuse(json_out: bool, code: str, message: str) -> None:
         traceback.print_exc()
     if json_out:
         echo(json.dumps({"error": {"code": code, "message": message}}))
-    echo(f"error: {message}", err=True)
+    echo(f"error: {printable(message)}", err=True)
     raise SystemExit(1)
 
 
@@ -207,7 +208,7 @@ def _describe(inst, verb: str) -> str:
             line += f" (next due {inst.next_due_at:%Y-%m-%d %H:%M:%S} UTC)"
     if inst.error:
         line += f" in step {inst.error.get('step')}: {inst.error.get('message')}"
-    return line
+    return printable(line)
 
 
 def _emit(json_out: bool, data, text: str) -> None:
@@ -240,7 +241,7 @@ def check(json_out: bool = False) -> None:
             out = render.console(wide=True)
             out.print(render.check_table(rows))
             for problem in problems:  # plain Text: messages hold brackets such as [a-z0-9]+, not markup
-                out.print(Text.assemble(("error", "red"), f" {problem['file']}:{problem['line']}: {problem['message']}"),
+                out.print(Text.assemble(("error", "red"), printable(f" {problem['file']}:{problem['line']}: {problem['message']}")),
                           soft_wrap=True)
             out.print(f"{len(rows)} workflow(s), {len(problems)} error(s)")
         if problems:
@@ -394,7 +395,7 @@ def tick(json_out: bool = False) -> None:
             echo(json.dumps({"fired": actions}))
         else:
             for a in actions:
-                echo(f"{a['kind']:9} {a['id']}  step {a['step']}")
+                echo(printable(f"{a['kind']:9} {a['id']}  step {a['step']}"))
             echo(f"fired {len(actions)}")
 
 
@@ -429,7 +430,7 @@ def worker(interval: float = 1.0, iterations: Optional[int] = None, json_out: bo
                     if json_out:
                         echo(json.dumps(a))
                     else:
-                        echo(f"{time.strftime('%H:%M:%S')} {a['kind']:9} {a['id']}  step {a['step']}")
+                        echo(printable(f"{time.strftime('%H:%M:%S')} {a['kind']:9} {a['id']}  step {a['step']}"))
                 if status is not None:
                     status.update(f"heph worker: {ticks} ticks, {total} fired; next tick in {interval:g}s (Ctrl-C stops)")
                 deadline = time.monotonic() + interval

@@ -10,11 +10,10 @@ import json
 import unicodedata
 from typing import Callable, Iterable, Sequence
 
-from heph.cli.render import clock_time, when
+from heph.cli.text import clock_time, printable, when
 from heph.core.instance import Instance
 
 Write = Callable[[str], None]
-
 
 def width(text: str) -> int:
     """Terminal cells taken by ``text`` (wide East Asian characters take two)."""
@@ -30,7 +29,7 @@ def _pad(text: str, size: int, right: bool = False) -> str:
 
 
 def _cell(value: object) -> str:
-    return " ".join(str(value).split("\n"))
+    return printable(value)
 
 
 def table(columns: Sequence[str], rows: Iterable[Sequence[object]], title: str | None = None,
@@ -55,7 +54,7 @@ def table(columns: Sequence[str], rows: Iterable[Sequence[object]], title: str |
 
 def panel(body: str, title: str) -> list[str]:
     """``body`` in a rounded box with ``title`` on its top edge."""
-    lines = body.split("\n")
+    lines, title = printable(body, newlines=True).split("\n"), printable(title)
     inner = max([width(l) for l in lines] + [width(title) + 2]) + 2
     top = f"╭─ {title} " + "─" * (inner - width(title) - 3) + "╮"
     return [top] + [f"│ {_pad(l, inner - 2)} │" for l in lines] + ["╰" + "─" * inner + "╯"]
@@ -75,7 +74,7 @@ def show(write: Write, inst: Instance, runs: int = 1) -> None:
     if inst.lease:
         head.append(("lease", f"pid {inst.lease.get('pid')} on {inst.lease.get('host')} since {inst.lease.get('since')}"))
     key_size = max(width(k) for k, _ in head)
-    out = [f"{_pad(k, key_size)}  {v}" for k, v in head]
+    out = [f"{_pad(k, key_size)}  {printable(v)}" for k, v in head]
     if inst.waits:
         out += table(("step", "kind", "attempt", "since", "due"), [
             (key, wait["kind"], wait.get("attempt", 1), wait.get("since", "-")[:19].replace("T", " "),
