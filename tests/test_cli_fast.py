@@ -233,3 +233,13 @@ def test_control_characters_in_stored_text_never_reach_the_reader(tmp_path):
     assert rich_colours.sub("", shown).count("\x1b") == 0
     cancelled = ok("cancel", "paymentflow", "pay1", cwd=project).out  # its one line names the stored error
     assert "M\\x1b]0;pwned" in cancelled and not any(ch in cancelled for ch in "\x1b\x07\r\x9b"), repr(cancelled)
+
+
+def test_plain_tables_align_wide_characters_and_escape_controls():
+    from heph.cli.plain import panel, table, width
+
+    lines = table(("名前", "n"), [("日本語", 1), ("x\x1b[2J", 22)], right=("n",))
+    assert len({width(line) for line in lines}) == 1  # every line as wide as the others
+    assert "│ 日本語   │  1 │" in lines and "│ x\\x1b[2J │ 22 │" in lines
+    boxed = panel("héllo\n世界", "ctx")
+    assert len({width(line) for line in boxed}) == 1 and boxed[0].startswith("╭─ ctx ")

@@ -15,6 +15,7 @@ from heph.core.instance import Instance
 
 Write = Callable[[str], None]
 
+
 def width(text: str) -> int:
     """Terminal cells taken by ``text`` (wide East Asian characters take two)."""
     if text.isascii():
@@ -28,14 +29,10 @@ def _pad(text: str, size: int, right: bool = False) -> str:
     return fill + text if right else text + fill
 
 
-def _cell(value: object) -> str:
-    return printable(value)
-
-
 def table(columns: Sequence[str], rows: Iterable[Sequence[object]], title: str | None = None,
           right: Iterable[str] = ()) -> list[str]:
     """A table drawn like rich's default (heavy head, light body); ``right``: right-justified columns."""
-    cells = [[_cell(v) for v in row] for row in rows]
+    cells = [[printable(v) for v in row] for row in rows]
     sizes = [max([width(c)] + [width(r[i]) for r in cells]) for i, c in enumerate(columns)]
     flush = [c in set(right) for c in columns]
 
