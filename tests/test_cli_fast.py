@@ -16,9 +16,14 @@ import pytest
 import typer.main
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from typer._click.core import Context  # typer vendors click (typer is pinned below 0.27)
-from typer._click.exceptions import Abort, Exit, UsageError
 from typer.core import TyperArgument, TyperOption
+
+try:  # typer >= 0.22 vendors click
+    from typer._click.core import Context
+    from typer._click.exceptions import Abort, Exit, UsageError
+except ImportError:  # pragma: no cover - older typer, with click installed beside it
+    from click.core import Context
+    from click.exceptions import Abort, Exit, UsageError
 
 from heph.cli import fast
 from heph.cli.main import cli
