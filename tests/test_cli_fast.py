@@ -36,7 +36,8 @@ def typer_params(argv: list[str]) -> tuple[dict, str, dict] | None:
     """(global params, command, command params) as Typer/click parse ``argv``; None for a usage error."""
     try:
         with ROOT.make_context("heph", list(argv), resilient_parsing=False) as ctx:
-            name, command, rest = ROOT.resolve_command(ctx, [*getattr(ctx, "_protected_args", None) or ctx.protected_args, *ctx.args])
+            protected = ctx._protected_args if hasattr(ctx, "_protected_args") else ctx.protected_args
+            name, command, rest = ROOT.resolve_command(ctx, [*protected, *ctx.args])
             with command.make_context(name, rest, parent=ctx) as sub:
                 return dict(ctx.params), name, dict(sub.params)
     except (UsageError, Exit, Abort):
