@@ -284,8 +284,9 @@ def test_a_run_killed_mid_step_is_reported_interrupted_and_tick_finishes_it(proj
     assert code == 0 and report["interrupted"] == [] and report["healthy"]
 
 
-def _start_killed_mid_slow_step(project, workflow: str, value: str, instance_id: str) -> Path:
-    """``heph start WORKFLOW VALUE`` SIGKILLed while its slow step runs; returns the step log."""
+def _start_killed_mid_slow_step(project, workflow: str, value: str, instance_id: str, meanwhile=None) -> Path:
+    """``heph start WORKFLOW VALUE`` SIGKILLed while its slow step runs (after ``meanwhile()``,
+    if given, has looked at the project); returns the step log."""
     log = project / "steps.log"
     log.write_text("")
     proc = subprocess.Popen([sys.executable, "-m", "heph", "start", workflow, value], cwd=project,
@@ -293,6 +294,8 @@ def _start_killed_mid_slow_step(project, workflow: str, value: str, instance_id:
                             stderr=subprocess.DEVNULL)
     try:
         _wait_for(lambda: f"{instance_id} slow" in log.read_text())
+        if meanwhile is not None:
+            meanwhile()
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
@@ -301,7 +304,13 @@ def _start_killed_mid_slow_step(project, workflow: str, value: str, instance_id:
 
 def test_a_start_killed_in_its_first_step_leaves_no_instance_and_can_be_run_again(project):
     before = heph(project, "list", "--json").json()
-    log = _start_killed_mid_slow_step(project, "drowsy", "d1", "drowsyid::d1")
+
+    def while_the_first_step_runs() -> None:  # nothing is stored before the first step's result
+        assert heph(project, "show", "drowsy", "d1").code == 1
+        assert heph(project, "resume", "--id", "drowsyid::d1", "done").code == 1
+        assert heph(project, "list", "--json").json() == before
+
+    log = _start_killed_mid_slow_step(project, "drowsy", "d1", "drowsyid::d1", while_the_first_step_runs)
     # the start was never acknowledged: no run, no index entry, nothing for tick or doctor
     assert heph(project, "show", "drowsy", "d1").code == 1
     assert heph(project, "list", "--json").json() == before

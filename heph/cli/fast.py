@@ -13,7 +13,7 @@ declare the same options and agree on what they parse.
 from __future__ import annotations
 
 import sys
-from typing import Callable, NamedTuple, Optional
+from typing import NamedTuple, Optional
 
 FLAG, TEXT, INT, MANY = "flag", "text", "int", "many"
 
@@ -128,13 +128,13 @@ def _parse_command(spec: Spec, tokens: list[str]) -> Optional[dict]:
     return kwargs
 
 
-def run(typer_app: Optional[Callable[[], None]] = None) -> None:
+def run() -> None:
     """Console-script entry point (``heph``): run the invocation, via Typer when it is not plain."""
     call = parse(sys.argv[1:])
     if call is None:
-        if typer_app is None:
-            from heph.cli.main import cli as typer_app
-        typer_app()
+        from heph.cli.main import cli
+
+        cli()
         return
     from heph.cli import commands
 

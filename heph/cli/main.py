@@ -1,6 +1,6 @@
 """The ``heph`` command as a Typer app: options, help and usage errors; the work is in
-``heph.cli.commands``. ``run`` (the console script) hands the common invocations to
-``heph.cli.fast``, which parses them without importing Typer, and the rest to this app.
+``heph.cli.commands``. The console script (``heph.cli.fast.run``) parses the common
+invocations without importing Typer and hands the rest to this app.
 """
 
 from __future__ import annotations
@@ -137,9 +137,3 @@ def worker(
 
 from heph.cli import admin  # noqa: E402,F401  (registers doctor, db and storage commands)
 
-
-def run() -> None:
-    """Console-script entry point: the fast parser if it knows the invocation, else Typer."""
-    from heph.cli import fast
-
-    fast.run(cli)

@@ -127,7 +127,10 @@ def _parse_yaml(path: Path, text: str) -> object:
     try:
         return parse(text)
     except NotSimple:
-        pass
+        return _safe_load(path, text)
+
+
+def _safe_load(path: Path, text: str) -> object:
     import yaml
 
     try:

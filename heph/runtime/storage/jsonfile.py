@@ -257,7 +257,6 @@ class _FileSession(Session):
         self._new_dir = new_dir
         self._known: dict[str, Instance] = {}  # run -> as stored
         self._listed = False  # _known holds every run
-        self._marks: dict[str, set[str]] = {}  # run -> its index markers as stored
         self._lines: dict = {}  # encode's cache of history lines
         self._renamed = False
 
@@ -282,18 +281,15 @@ class _FileSession(Session):
         path = self._path(instance)
         if instance.run in self._known or (not self._listed and path.exists()):
             raise StorageError(f"run {instance.run} of {self._id} already exists")
-        markers = self._markers(instance)
-        self._store._touch(markers)
-        self._replace(path, instance, markers)
+        self._store._touch(self._markers(instance))
+        self._replace(path, instance)
 
     def update(self, instance: Instance) -> None:
         path = self._path(instance)
-        old = self._marks.get(instance.run)
-        if old is None:
-            old = self._markers(self._known.get(instance.run) or read_instance(path))
+        old = self._markers(self._known.get(instance.run) or read_instance(path))
         new = self._markers(instance)
         self._store._touch(new - old)
-        self._replace(path, instance, new)
+        self._replace(path, instance)
         crash_point("before-marker-cleanup")
         self._store._remove(old - new)
 
@@ -305,14 +301,13 @@ class _FileSession(Session):
     def _markers(self, instance: Instance) -> set[str]:
         return self._store._markers(instance, self._dir.name)
 
-    def _replace(self, path: Path, instance: Instance, markers: set[str]) -> None:
+    def _replace(self, path: Path, instance: Instance) -> None:
         try:
             replace_file(path, encode(instance, self._lines))
         except OSError as exc:
             raise StorageError(f"cannot write instance file {path}: {exc.strerror}") from None
         self._renamed = True
         self._known[instance.run] = instance
-        self._marks[instance.run] = markers
 
 
 class JsonFileStorage(Storage):
