@@ -7,6 +7,7 @@ usage error. The plain renderer (pipes) and rich (terminals) show the same thing
 
 from __future__ import annotations
 
+import json
 import os
 import pty
 import subprocess
@@ -216,7 +217,6 @@ def test_show_by_id_and_list_read_the_store_without_importing_the_project(tmp_pa
 
 def test_control_characters_in_stored_text_never_reach_the_reader(tmp_path):
     """A crafted file (or a step's error message) must not drive the terminal of whoever reads it."""
-    import json
     import re
 
     project = make_project(tmp_path / "shop")
@@ -249,3 +249,21 @@ def test_plain_tables_align_wide_characters_and_escape_controls():
     assert "│ 日本語   │  1 │" in lines and "│ x\\x1b[2J │ 22 │" in lines
     boxed = panel("héllo\n世界", "ctx")
     assert len({width(line) for line in boxed}) == 1 and boxed[0].startswith("╭─ ctx ")
+
+
+def test_show_reads_each_run_file_once(tmp_path):
+    project = make_project(tmp_path / "shop")
+    ok("start", "orderflow", "o1", "--context", "contexts/order42.json", cwd=project)
+    ok("start", "orderflow", "o1", "--context", "contexts/order42.json", cwd=project)  # a second run
+    probe = ("import sys\nfrom heph.cli import fast\nfrom heph.runtime.storage import jsonfile\n"
+             "real = jsonfile.read_instance\n"
+             "def counting(path):\n    print('read', path.name, file=sys.stderr)\n    return real(path)\n"
+             "jsonfile.read_instance = counting\nsys.argv = ['heph', 'show', 'orderflow', 'o1', '--json']\n"
+             "fast.run()\n")
+    proc = subprocess.run([sys.executable, "-c", probe], cwd=project, env=cli_env(), capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0, proc
+    shown = json.loads(proc.stdout)
+    reads = [line.split()[1] for line in proc.stderr.splitlines() if line.startswith("read ")]
+    assert len(shown["runs"]) == 2 and shown["run"] == shown["runs"][0]
+    assert sorted(reads) == sorted(f"{run}.json" for run in shown["runs"])

@@ -292,9 +292,10 @@ def show(workflow: Optional[str] = None, value: Optional[str] = None, full_id: O
     with refusals(json_out):
         project, _ = _project(workflows=False)
         instance_id, cls = _target(workflow, value, full_id)
-        app = _app(project)
-        runs = app.runs(instance_id, workflow=cls)
-        inst = app.get(instance_id, workflow=cls)
+        from heph.runtime.app import pick_run
+
+        runs = _app(project).runs(instance_id, workflow=cls)  # read once: the shown run is one of them
+        inst = pick_run(runs, instance_id, cls.__heph_workflow_name__ if cls else None)
         if run is not None:
             chosen = [r for r in runs if r.run == run]
             if not chosen:

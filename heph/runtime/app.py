@@ -130,23 +130,8 @@ class Hephaestus:
         parse_id(instance_id)
         name = self._name(workflow)
         if not self.storage.exists(instance_id):
-            self._pick([], instance_id, name)
+            pick_run([], instance_id, name)
 
-    @staticmethod
-    def _pick(runs: list[Instance], instance_id: str, workflow: str | None) -> Instance:
-        if workflow is not None:
-            runs = [r for r in runs if r.workflow == workflow]
-        if not runs:
-            where = f" of workflow {workflow}" if workflow else ""
-            raise InstanceNotFound(f"no instance {instance_id}{where}: check the id, or `heph list` to see instances")
-        active = [r for r in runs if r.is_active]
-        workflows = sorted({r.workflow for r in active})
-        if len(workflows) > 1:
-            raise HephError(
-                f"{instance_id} is active in several workflows ({', '.join(workflows)}): "
-                f"name the workflow (CLI: heph show WORKFLOW --id {instance_id})"
-            )
-        return active[0] if active else runs[0]
 
     def _name(self, workflow: Any) -> str | None:
         return None if workflow is None else self._workflow(workflow).__heph_workflow_name__
@@ -273,7 +258,7 @@ class Hephaestus:
             raise HephError(f"invalid event {event!r}: give the event name as a non-empty string")
         self._existing(instance_id, workflow)
         with self._session(instance_id) as session:
-            instance = self._recover(session, self._pick(session.runs(), instance_id, self._name(workflow)))
+            instance = self._recover(session, pick_run(session.runs(), instance_id, self._name(workflow)))
             definition = self._definition(instance)
             resumed = engine.resume(definition, instance, event, self.clock.now(), step)
             if resumed.status == "running":
@@ -284,7 +269,7 @@ class Hephaestus:
     def get(self, instance_id: str, *, workflow: Any = None) -> Instance:
         """The active run of ``instance_id`` (else its newest run); ``InstanceNotFound`` if none."""
         parse_id(instance_id)
-        return self._pick(self.storage.runs(instance_id), instance_id, self._name(workflow))
+        return pick_run(self.storage.runs(instance_id), instance_id, self._name(workflow))
 
     def runs(self, instance_id: str, *, workflow: Any = None) -> list[Instance]:
         """Every run of ``instance_id`` (finished ones included), newest first."""
@@ -312,7 +297,7 @@ class Hephaestus:
         """Cancel the active run of ``instance_id``, dropping its timers; ``NotCancellable`` once finished."""
         self._existing(instance_id, workflow)
         with self._session(instance_id) as session:
-            instance = self._pick(session.runs(), instance_id, self._name(workflow))
+            instance = pick_run(session.runs(), instance_id, self._name(workflow))
             cancelled = engine.cancel(instance, self.clock.now())
             session.update(cancelled)
         self._emit_end(cancelled)
@@ -323,7 +308,7 @@ class Hephaestus:
         self._existing(instance_id, workflow)
         with self._session(instance_id) as session:
             runs = session.runs()
-            instance = self._pick(runs, instance_id, self._name(workflow))
+            instance = pick_run(runs, instance_id, self._name(workflow))
             definition = self._definition(instance)
             retried = engine.retry(definition, instance, self.clock.now())
             _check_unique(runs, self._workflow(instance.workflow).__heph_unique__.scope, definition,
@@ -371,6 +356,24 @@ class Hephaestus:
         for action in actions:
             log.info("tick: %s %s of %s", action["kind"], action["step"], action["id"])
         return actions
+
+
+def pick_run(runs: list[Instance], instance_id: str, workflow: str | None = None) -> Instance:
+    """The run of ``instance_id`` a command means: the active one, else the newest (``runs``
+    newest first; ``workflow``: only that workflow's). ``InstanceNotFound`` if there is none."""
+    if workflow is not None:
+        runs = [r for r in runs if r.workflow == workflow]
+    if not runs:
+        where = f" of workflow {workflow}" if workflow else ""
+        raise InstanceNotFound(f"no instance {instance_id}{where}: check the id, or `heph list` to see instances")
+    active = [r for r in runs if r.is_active]
+    workflows = sorted({r.workflow for r in active})
+    if len(workflows) > 1:
+        raise HephError(
+            f"{instance_id} is active in several workflows ({', '.join(workflows)}): "
+            f"name the workflow (CLI: heph show WORKFLOW --id {instance_id})"
+        )
+    return active[0] if active else runs[0]
 
 
 def _due_refs(storage: Storage, now: datetime):
