@@ -6,11 +6,11 @@ The same boxes as rich draws on a terminal, without colour and without importing
 
 from __future__ import annotations
 
-import json
 import unicodedata
 from typing import Callable, Iterable, Sequence
 
-from heph.cli.text import clock_time, printable, when
+from heph.cli import text
+from heph.cli.text import printable
 from heph.core.instance import Instance
 
 Write = Callable[[str], None]
@@ -57,43 +57,23 @@ def panel(body: str, title: str) -> list[str]:
     return [top] + [f"│ {_pad(l, inner - 2)} │" for l in lines] + ["╰" + "─" * inner + "╯"]
 
 
-def _json(data: object) -> str:
-    return json.dumps(data, indent=2, ensure_ascii=False)
-
-
 def show(write: Write, inst: Instance, runs: int = 1) -> None:
     """Everything about one instance: status, waits, context, metadata, history, error."""
-    head = [("id", inst.id), ("workflow", f"{inst.workflow} v{inst.version}"), ("status", inst.status),
-            ("run", inst.run + (f"  ({runs} runs of this id: heph list --id {inst.id})" if runs > 1 else "")),
-            ("created", when(inst.created_at)), ("updated", when(inst.updated_at))]
-    if inst.active:
-        head.append(("active", ", ".join(a["step"] for a in inst.active)))
-    if inst.lease:
-        head.append(("lease", f"pid {inst.lease.get('pid')} on {inst.lease.get('host')} since {inst.lease.get('since')}"))
+    head = text.head_rows(inst, runs)
     key_size = max(width(k) for k, _ in head)
-    out = [f"{_pad(k, key_size)}  {printable(v)}" for k, v in head]
+    out = [f"{_pad(k, key_size)}  {v}" for k, v in head]
     if inst.waits:
-        out += table(("step", "kind", "attempt", "since", "due"), [
-            (key, wait["kind"], wait.get("attempt", 1), wait.get("since", "-")[:19].replace("T", " "),
-             wait["due_at"][:19].replace("T", " ") if wait.get("due_at") else "-")
-            for key, wait in inst.waits.items()], title="waiting")
-    out += panel(_json({"initial": inst.context.initial, "steps": inst.context.steps}), "context")
+        out += table(text.WAIT_COLUMNS, text.wait_rows(inst), title="waiting")
+    out += panel(text.json_text({"initial": inst.context.initial, "steps": inst.context.steps}), "context")
     if inst.runtime_metadata:
-        out += panel(_json(inst.runtime_metadata), "runtime metadata")
-    out += table(("#", "step", "outcome", "event", "attempt", "finished (UTC)", "duration"), [
-        (number, e.step, e.outcome, e.event or "-", e.attempt, clock_time(e.finished_at),
-         "-" if e.duration_ms is None else f"{e.duration_ms:.1f} ms")
-        for number, e in enumerate(inst.history, 1)], title="history", right=("#", "attempt", "duration"))
+        out += panel(text.json_text(inst.runtime_metadata), "runtime metadata")
+    out += table(text.HISTORY_COLUMNS, text.history_rows(inst), title="history", right=text.RIGHT_ALIGNED)
     if inst.error:
-        body = f"{inst.error.get('type')}: {inst.error.get('message')}"
-        if inst.error.get("traceback"):
-            body += "\n" + inst.error["traceback"].rstrip()
-        out += panel(body, f"error in step {inst.error.get('step')}")
+        title, line, trace = text.error_texts(inst)
+        out += panel(f"{line}\n{trace}" if trace else line, title)
     write("\n".join(out))
 
 
 def list_table(write: Write, instances: list[Instance]) -> None:
     """One row per instance: id, workflow, version, status, waiting steps, next due time, updated."""
-    rows = [(i.id, i.workflow, i.version, i.status, ", ".join(i.waiting) or "-", when(i.next_due_at),
-             when(i.updated_at)) for i in instances]
-    write("\n".join(table(("id", "workflow", "version", "status", "waiting", "next due", "updated"), rows)))
+    write("\n".join(table(text.LIST_COLUMNS, text.list_rows(instances))))
