@@ -380,3 +380,20 @@ _json_values = st.recursive(
 @given(_json_values)
 def test_the_prebuilt_encoder_writes_what_json_dumps_writes(value):
     assert jsonfile._dumps(value) == json.dumps(value, ensure_ascii=False, separators=(", ", ": "))
+
+
+def test_a_session_that_cannot_make_its_writes_durable_fails_and_releases_the_lock(app, root, monkeypatch):
+    app.start(JsQuick, "warm")  # the store's layout exists
+    real = jsonfile._fsync_dir
+
+    def failing(path):
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(jsonfile, "_fsync_dir", failing)
+    with pytest.raises(heph.StorageError, match="cannot make the writes .* durable: Input/output error"):
+        app.start(JsQuick, "q1")
+    monkeypatch.setattr(jsonfile, "_fsync_dir", real)
+    # the lock was released: the next command on the id runs (and sees what was renamed in place)
+    assert app.get("jsq::q1").status == "completed"
+    with app.storage.session("jsq::q1", timeout=0) as session:
+        assert [r.status for r in session.runs()] == ["completed"]
