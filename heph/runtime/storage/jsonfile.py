@@ -3,7 +3,7 @@
 Layout under the storage directory (directories 0700, files 0600)::
 
     instances/<key~value>/<run>.json   one file per run of an instance id
-    instances/<key~value>/.lock         the id's lock (filelock): every read-modify-write holds it
+    instances/<key~value>/.lock         the id's lock (filelock's flock; see ``locking``): every read-modify-write holds it
     index/status/<status>/<run>~<key~value>~<workflow>~<version>   empty marker files
     index/due/<yyyymmddThhmmssffffff>~<key~value>~<run>              timers and retries
     index/FORMAT                        written last by a rebuild: the index is complete
@@ -37,6 +37,7 @@ from heph.core.ids import check_id
 from heph.core.instance import STATUSES, Instance
 from heph.errors import StorageError
 from heph.runtime.storage.base import RunRef, Session, Storage
+from heph.runtime.storage.locking import InstanceLock
 
 log = logging.getLogger("heph")
 
@@ -355,12 +356,8 @@ class JsonFileStorage(Storage):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.index / marker)
 
-    def _lock(self, directory: Path, timeout: float):
-        from filelock import FileLock
-
-        # a waiting process polls the lock: every 5 ms rather than filelock's default 50 ms
-        return FileLock(directory / ".lock", timeout=timeout, mode=0o600, preserve_lock_file=True,
-                        poll_interval=0.005)
+    def _lock(self, directory: Path, timeout: float) -> InstanceLock:
+        return InstanceLock(directory / ".lock", timeout)
 
     # -- the contract -------------------------------------------------------------
 
