@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from datetime import date, datetime, time, timedelta, timezone
 from decimal import Decimal
@@ -346,17 +347,19 @@ def test_copy_carries_every_field():
 
 def test_deepcopy_is_independent():
     inst = _bare(context=Context({"a": [1]}, {"s": {"b": 2}}), runtime_metadata={"m": {"n": 1}},
-                 history=[HistoryEntry("s", "completed", "ok")])
+                 history=[HistoryEntry("s", "failed", "ok", error={"type": "E"})])
     twin = inst.deepcopy()
     assert twin == inst
     twin.context.initial["a"].append(2)
     twin.context.steps["s"]["b"] = 3
     twin.runtime_metadata["m"]["n"] = 2
-    twin.history[0].event = "changed"
+    twin.history[0].error["type"] = "changed"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        twin.history[0].event = "changed"  # history entries never change once made
     assert inst.context.initial == {"a": [1]}
     assert inst.context.steps == {"s": {"b": 2}}
     assert inst.runtime_metadata == {"m": {"n": 1}}
-    assert inst.history[0].event == "ok"
+    assert inst.history[0].event == "ok" and inst.history[0].error == {"type": "E"}
 
 
 def test_history_entry_defaults():

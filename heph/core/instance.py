@@ -36,9 +36,9 @@ class Context:
     steps: dict = field(default_factory=dict)
 
 
-@dataclass
+@dataclass(frozen=True)
 class HistoryEntry:
-    """One step outcome: completed, async, resumed, failed or cancelled."""
+    """One step outcome: completed, async, resumed, failed or cancelled (never changed once made)."""
 
     step: str
     outcome: str

@@ -115,11 +115,12 @@ def crash_point(name: str) -> None:
             os.kill(os.getpid(), signal.SIGKILL)
 
 
-def replace_file(path: Path, data: bytes) -> None:
+def replace_file(path: str | os.PathLike, data: bytes) -> None:
     """Replace ``path`` with ``data`` atomically: temp file, fsync, rename. A crash leaves the old
     content or the new one, never a mix; the rename itself is durable once the directory is
     fsynced (``write_durably``, or a session's close)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    head, name = os.path.split(path)
+    tmp = os.path.join(head, f".{name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         try:
@@ -141,7 +142,7 @@ def replace_file(path: Path, data: bytes) -> None:
 def write_durably(path: Path, data: bytes) -> None:
     """``replace_file``, then an fsync of the directory: durable when it returns."""
     replace_file(path, data)
-    _fsync_dir(path.parent)
+    _fsync_dir(os.path.dirname(path))
 
 
 def _make_dirs(directory: Path, top: Path) -> None:
@@ -163,7 +164,7 @@ def _write_index_format(path: Path) -> None:
         os.close(fd)
 
 
-def _fsync_dir(path: Path) -> None:
+def _fsync_dir(path: str | os.PathLike) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -179,11 +180,24 @@ try:  # CPython's C encoder, built once: JSONEncoder.encode builds one per call
                                 False, False, True)
 except (ImportError, TypeError):  # pragma: no cover - other Pythons
     _c_encode = None
+    from json.encoder import py_encode_basestring as _encode_basestring
 
 
 def _dumps(value) -> str:
     """``_compact(value)``, faster (the data is plain JSON data: no cycles to look for)."""
     return "".join(_c_encode(value, 0)) if _c_encode is not None else _compact(value)
+
+
+def _dumps_field(value) -> str:
+    """``_dumps``, with the scalars most fields hold encoded directly."""
+    kind = value.__class__
+    if kind is str:
+        return _encode_basestring(value)
+    if value is None:
+        return "null"
+    if kind is int:
+        return int.__repr__(value)
+    return _dumps(value)
 
 
 _FIELD_PREFIX: dict[str, str] = {}
@@ -193,24 +207,25 @@ def encode(instance: Instance, cache: dict | None = None) -> bytes:
     """The file content of a run: UTF-8 JSON with one field per line and one history entry
     per line — readable, diffable, and written by the C JSON encoder (``indent=`` would fall
     back to the pure-Python one, several times slower). ``cache`` keeps the lines of history
-    entries already encoded (a session writes the same entries again and again)."""
+    entries already encoded, by identity (a session writes the same entries again and again;
+    entries are frozen)."""
     lines = []
     for key, value in instance.to_dict(history=False).items():
         prefix = _FIELD_PREFIX.get(key) or _FIELD_PREFIX.setdefault(key, f" {_compact(key)}: ")
-        lines.append(prefix + _dumps(value))
+        lines.append(prefix + _dumps_field(value))
     entries = ",\n".join(_history_line(entry, cache) for entry in instance.history)
     lines.append(f' "history": [\n{entries}\n ]' if instance.history else ' "history": []')
     return ("{\n" + ",\n".join(lines) + "\n}\n").encode("utf-8")
 
 
 def _history_line(entry, cache: dict | None) -> str:
-    if cache is None or entry.error is not None:
+    if cache is None or entry.error is not None:  # an error is a dict: it could change in place
         return f"  {_dumps(entry.to_dict())}"
-    key = (entry.step, entry.outcome, entry.event, entry.attempt, entry.started_at, entry.finished_at,
-           entry.duration_ms)
-    line = cache.get(key)
-    if line is None:
-        line = cache[key] = f"  {_dumps(entry.to_dict())}"
+    hit = cache.get(id(entry))
+    if hit is not None and hit[0] is entry:
+        return hit[1]
+    line = f"  {_dumps(entry.to_dict())}"
+    cache[id(entry)] = (entry, line)  # the entry is kept, so its id is not reused
     return line
 
 
@@ -255,6 +270,7 @@ class _FileSession(Session):
         self._store = store
         self._id = instance_id
         self._dir = directory
+        self._prefix = f"{directory}{os.sep}"  # run files' paths are built as text: pathlib costs more
         self._new_dir = new_dir
         self._known: dict[str, Instance] = {}  # run -> as stored
         self._listed = False  # _known holds every run
@@ -280,7 +296,7 @@ class _FileSession(Session):
 
     def insert(self, instance: Instance) -> None:
         path = self._path(instance)
-        if instance.run in self._known or (not self._listed and path.exists()):
+        if instance.run in self._known or (not self._listed and os.path.exists(path)):
             raise StorageError(f"run {instance.run} of {self._id} already exists")
         self._store._touch(self._markers(instance))
         self._replace(path, instance)
@@ -294,15 +310,15 @@ class _FileSession(Session):
         crash_point("before-marker-cleanup")
         self._store._remove(old - new)
 
-    def _path(self, instance: Instance) -> Path:
+    def _path(self, instance: Instance) -> str:
         if instance.id != self._id:
             raise StorageError(f"a session of {self._id} cannot write run {instance.run} of {instance.id}")
-        return self._dir / f"{instance.run}.json"
+        return f"{self._prefix}{instance.run}.json"
 
     def _markers(self, instance: Instance) -> set[str]:
         return self._store._markers(instance, self._dir.name)
 
-    def _replace(self, path: Path, instance: Instance) -> None:
+    def _replace(self, path: str, instance: Instance) -> None:
         try:
             replace_file(path, encode(instance, self._lines))
         except OSError as exc:
@@ -344,17 +360,21 @@ class JsonFileStorage(Storage):
         return found
 
     def _touch(self, markers: Iterable[str]) -> None:
+        prefix = f"{self.index}{os.sep}"
         for marker in markers:
             try:
-                os.close(os.open(self.index / marker, os.O_CREAT | os.O_WRONLY, 0o600))
+                os.close(os.open(prefix + marker, os.O_CREAT | os.O_WRONLY, 0o600))
             except FileNotFoundError:
                 _make_dirs((self.index / marker).parent, self.root)
-                os.close(os.open(self.index / marker, os.O_CREAT | os.O_WRONLY, 0o600))
+                os.close(os.open(prefix + marker, os.O_CREAT | os.O_WRONLY, 0o600))
 
     def _remove(self, markers: Iterable[str]) -> None:
+        prefix = f"{self.index}{os.sep}"
         for marker in markers:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.index / marker)
+            try:
+                os.unlink(prefix + marker)
+            except FileNotFoundError:
+                continue
 
     def _lock(self, directory: Path, timeout: float) -> InstanceLock:
         return InstanceLock(directory / ".lock", timeout)
