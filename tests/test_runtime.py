@@ -291,6 +291,14 @@ def test_start_instance_with_a_full_id(app):
     assert app.get("sync::full2").context.initial == {}
 
 
+def test_start_run_returns_the_run_as_written(app):
+    started = app.start_run(RtSync, {"n": 1}, id="sync::full3")
+    assert started == app.get("sync::full3")
+    assert started.status == "completed" and started.context.initial == {"n": 1}
+    scoped = app.start_run(RtNone, id="multi::y")  # scope none: a suffix is added, as by start_instance
+    assert re.fullmatch(r"multi::y::[0-9a-f]{8}", scoped.id) and app.get(scoped.id) == scoped
+
+
 def test_start_of_an_unknown_workflow_is_refused(app):
     with pytest.raises(heph.HephError, match="unknown workflow"):
         app.start("rt_no_such_flow", "x")

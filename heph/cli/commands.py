@@ -262,11 +262,11 @@ def start(workflow: str, value: Optional[str] = None, context: Optional[str] = N
         project, _ = _project()
         cls = _workflow(workflow)
         app = _app(project)
-        if full_id is not None:
-            instance_id = app.start_instance(cls, initial, id=full_id, version=version, options=options)
-        else:
-            instance_id = app.start(cls, value, initial, version=version, **options)
-        inst = app.get(instance_id, workflow=cls)
+        if full_id is None:
+            from heph.core.ids import build_id
+
+            full_id = build_id(cls.__heph_unique__.key, value)
+        inst = app.start_run(cls, initial, id=full_id, version=version, options=options)
         _emit(json_out, _summary(inst), _describe(inst, "started"))
 
 

@@ -218,9 +218,8 @@ class Hephaestus:
               version: int | None = None, **options: Any) -> str:
         """Start ``workflow`` for business ``value`` (facade form); returns the instance id."""
         cls = self._workflow(workflow)
-        unique = cls.__heph_unique__
-        instance_id = build_id(unique.key, value, new_suffix() if unique.scope == "none" else None)
-        return self.start_instance(cls, context, id=instance_id, version=version, options=options)
+        instance_id = build_id(cls.__heph_unique__.key, value)  # scope none: start_run adds a suffix
+        return self.start_run(cls, context, id=instance_id, version=version, options=options).id
 
     def start_instance(self, workflow: Any, context: dict | None = None, *, id: str,
                        version: int | None = None, options: dict | None = None) -> str:
@@ -228,6 +227,11 @@ class Hephaestus:
 
         ``AlreadyRunning`` if an active instance holds the id in the workflow's uniqueness scope.
         """
+        return self.start_run(workflow, context, id=id, version=version, options=options).id
+
+    def start_run(self, workflow: Any, context: dict | None = None, *, id: str,
+                  version: int | None = None, options: dict | None = None) -> Instance:
+        """``start_instance``, returning the new run as written rather than its id (no re-read)."""
         cls = self._workflow(workflow)
         unique = cls.__heph_unique__
         key, _, suffix = parse_id(id)
@@ -245,8 +249,8 @@ class Hephaestus:
         instance = engine.begin(engine.new_instance(definition, id, initial, now, new_run_id(now)), now, self._lease())
         with self._session(id) as session:
             _check_unique(session.runs(), unique.scope, definition)
-            self._drive(session, definition, instance, "start", [("workflow.start", _payload(instance))], new=True)
-        return id
+            return self._drive(session, definition, instance, "start", [("workflow.start", _payload(instance))],
+                               new=True)
 
     def resume(self, instance_id: str, event: str, *, step: str | None = None, workflow: Any = None) -> Instance:
         """Hand ``event`` to the waiting step that declares it; returns the updated instance.
