@@ -196,6 +196,22 @@ def test_piped_show_and_list_import_neither_typer_nor_rich_nor_yaml(shop):
         assert proc.stderr.strip().splitlines()[-1] == "exit=0 heavy=[]", proc.stderr
 
 
+def test_commands_on_a_free_lock_do_not_import_filelock(tmp_path):
+    """filelock is imported only to wait for a held lock (its import costs a CLI command ~10 ms)."""
+    shop = make_project(tmp_path / "shop")
+    ok("start", "paymentflow", "pay1", "--context", "contexts/payment.json", cwd=shop)
+    ok("start", "reminderflow", "user7", "--context", "contexts/user.json", cwd=shop)
+    probe = ("import sys\nfrom heph.cli import fast\nsys.argv = ['heph'] + sys.argv[1:]\n"
+             "try:\n    fast.run()\nexcept SystemExit as exc:\n    code = exc.code\n"
+             "print(f'exit={code} filelock={\"filelock\" in sys.modules}', file=sys.stderr)\n")
+    for args in (["start", "paymentflow", "lockfree1", "--context", "contexts/payment.json"],
+                 ["resume", "paymentflow", "pay1", "payment_confirmed"],
+                 ["cancel", "reminderflow", "user7"], ["tick"]):
+        proc = subprocess.run([sys.executable, "-c", probe, *args], cwd=shop, env=cli_env(), capture_output=True,
+                              text=True, timeout=60)
+        assert proc.stderr.strip().splitlines()[-1] == "exit=0 filelock=False", (args, proc.stderr)
+
+
 def test_show_by_id_and_list_read_the_store_without_importing_the_project(tmp_path):
     from tests.cli_helpers import heph
 

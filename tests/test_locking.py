@@ -18,7 +18,7 @@ from filelock import FileLock, Timeout
 import heph
 from heph.errors import StorageError
 from heph.runtime.storage.jsonfile import JsonFileStorage
-from heph.runtime.storage.locking import InstanceLock
+from heph.runtime.storage.locking import InstanceLock, LockTimeout
 
 HOLDER = textwrap.dedent("""
     import sys, time
@@ -55,7 +55,7 @@ def test_free_lock_is_taken_and_released(tmp_path):
     lock = InstanceLock(path, timeout=0)
     with lock:
         assert path.exists() and (path.stat().st_mode & 0o777) == 0o600
-        with pytest.raises(Timeout):
+        with pytest.raises(LockTimeout):
             InstanceLock(path, timeout=0).acquire()  # a second descriptor is excluded, even in-process
     with InstanceLock(path, timeout=0):  # released: free again
         pass
@@ -75,7 +75,7 @@ def test_held_lock_times_out_through_filelock(tmp_path, kind):
     holder = Holder(path, kind)
     try:
         started = time.monotonic()
-        with pytest.raises(Timeout):
+        with pytest.raises(LockTimeout):
             InstanceLock(path, timeout=0.3).acquire()
         assert time.monotonic() - started >= 0.25  # it waited for the timeout
     finally:

@@ -21,7 +21,7 @@ from heph.runtime.storage.jsonfile import JsonFileStorage, _is_run_name, _make_d
 def diagnose(store: JsonFileStorage, *, repair: bool = False,
              known: Callable[[str, int], bool] | None = None) -> dict:
     """A report of everything wrong with ``store``; with ``repair``, fix what can be fixed safely."""
-    from filelock import Timeout
+    from heph.runtime.storage.locking import LockTimeout
 
     report: dict = {
         "store": str(store.root), "instances": 0, "corrupt": [], "temp_files": [], "unknown_workflows": [],
@@ -63,7 +63,7 @@ def diagnose(store: JsonFileStorage, *, repair: bool = False,
                     report["interrupted"].append({"id": instance.id, "run": instance.run,
                                                   "steps": [a["step"] for a in instance.active],
                                                   "owner_pid": lease.get("pid"), "owner_host": lease.get("host")})
-                except Timeout:
+                except LockTimeout:
                     report["busy"].append({"id": instance.id, "run": instance.run})
     have: set[str] = set()
     for sub in ["due"] + [f"status/{s}" for s in STATUSES]:

@@ -37,7 +37,7 @@ from heph.core.ids import check_id
 from heph.core.instance import STATUSES, Instance
 from heph.errors import StorageError
 from heph.runtime.storage.base import RunRef, Session, Storage
-from heph.runtime.storage.locking import InstanceLock
+from heph.runtime.storage.locking import InstanceLock, LockTimeout
 
 log = logging.getLogger("heph")
 
@@ -383,8 +383,6 @@ class JsonFileStorage(Storage):
 
     @contextmanager
     def session(self, instance_id: str, timeout: float | None = None) -> Iterator[Session]:
-        from filelock import Timeout
-
         directory = self.instances / id_dir_name(instance_id)
         self._ensure_layout()
         new_dir = not directory.exists()
@@ -393,7 +391,7 @@ class JsonFileStorage(Storage):
         lock = self._lock(directory, self.lock_timeout if timeout is None else timeout)
         try:
             lock.acquire()
-        except Timeout:
+        except LockTimeout:
             raise StorageError(
                 f"instance {instance_id} is busy (another heph process holds its lock); try again later"
             ) from None

@@ -2,8 +2,8 @@
 
 The lock is `filelock`'s: an exclusive ``flock`` on a lock file that is never deleted. When the
 lock is free, heph takes it with one ``flock`` call on its own descriptor; only when it is held
-does it hand over to ``filelock.FileLock``, which waits (polling every 5 ms) up to the timeout
-and raises ``filelock.Timeout``. filelock 4's bookkeeping (fork tracking, a singleton registry,
+does it hand over to ``filelock.FileLock``, which waits (polling every 5 ms) up to the timeout.
+filelock is imported only then: its import alone costs a CLI command ~10 ms. filelock 4's bookkeeping (fork tracking, a singleton registry,
 path resolution) costs ~0.4 ms per acquire and release, a quarter of heph's CPU time per
 instance; the uncontended path skips it. Both paths hold the same kind of lock on the same
 file, so heph processes, and any tool that takes ``filelock.FileLock(path)``, exclude each
@@ -20,9 +20,13 @@ except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
 
+class LockTimeout(Exception):
+    """The lock was still held by someone else when the timeout ran out."""
+
+
 class InstanceLock:
     """An exclusive lock on ``path`` (created 0600 if missing); ``acquire`` raises
-    ``filelock.Timeout`` when it is still held by someone else after ``timeout`` seconds."""
+    ``LockTimeout`` when it is still held by someone else after ``timeout`` seconds."""
 
     def __init__(self, path: str | os.PathLike, timeout: float):
         self.path = os.fspath(path)
@@ -45,11 +49,14 @@ class InstanceLock:
             else:
                 self._fd = fd
                 return
-        from filelock import FileLock
+        from filelock import FileLock, Timeout
 
         waiting = FileLock(self.path, timeout=self.timeout, mode=0o600, preserve_lock_file=True,
                            poll_interval=0.005)
-        waiting.acquire()
+        try:
+            waiting.acquire()
+        except Timeout:
+            raise LockTimeout(f"{self.path} is held by another process") from None
         self._waited = waiting
 
     def release(self) -> None:
