@@ -305,6 +305,37 @@ def test_step_cannot_change_the_stored_context_through_its_context_argument():
     assert inst.context.steps == {}
 
 
+def test_step_cannot_change_nested_stored_data_through_its_context_argument():
+    def meddle(instance, config, context):
+        context.initial["order"]["items"][0]["qty"] = 999
+        context.steps["first"]["seen"].append("intruder")
+        return "ok"
+
+    First = make_step("First", ["ok"], fn=lambda i, c, x: ("ok", {"seen": ["first"]}))
+    Meddle = make_step("Meddle", ["ok"], fn=meddle)
+    flow = define("e_meddle3", start=First, transitions={First: {"ok": Meddle}, Meddle: {"ok": Done}})
+    d, inst = start(flow, {"order": {"items": [{"qty": 1}]}})
+    assert inst.context.initial == {"order": {"items": [{"qty": 1}]}}
+    assert inst.context.steps["first"] == {"seen": ["first"]}
+
+
+@pytest.mark.parametrize("value", [
+    {"a": [1, 2.5, True, None, "x"], "b": {"c": {}}},
+    {"big": 10**40, "text": "é\u2028"},
+    {"odd": type("Text", (str,), {})("a str subclass")},
+    None,
+])
+def test_plain_copy_is_an_equal_independent_copy(value):
+    copied = engine._plain_copy(value)
+    assert copied == value and type(copied) is type(value)
+    if isinstance(value, dict):
+        assert copied is not value
+        for key, item in value.items():
+            assert type(copied[key]) is type(item)
+            if isinstance(item, (dict, list)):
+                assert copied[key] is not item
+
+
 def test_step_cannot_change_the_instance_it_is_given():
     def meddle(instance, config, context):
         instance.runtime_metadata["leak"] = 1

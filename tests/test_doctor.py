@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -246,7 +245,7 @@ def _wait_for(predicate, timeout: float = 20.0) -> None:
 
 
 def test_a_run_killed_mid_step_is_reported_interrupted_and_tick_finishes_it(project):
-    store = populated(project)
+    populated(project)
     log = project / "steps.log"
     log.write_text("")
     proc = subprocess.Popen([sys.executable, "-m", "heph", "start", "sleepy", "s2"], cwd=project,

@@ -1,6 +1,6 @@
 """The per-instance lock: filelock's flock, taken directly when free, through filelock when held.
 
-Each test holds the lock in a separate process, so the exclusion is the kernel's, not Python's.
+The holders run in child processes, so the exclusion tested is the kernel's, not Python's.
 """
 
 from __future__ import annotations
@@ -93,6 +93,17 @@ def test_waiter_gets_the_lock_when_the_holder_releases(tmp_path):
     with InstanceLock(path, timeout=10):  # held: waits in filelock's poll until the holder lets go
         assert time.monotonic() - started >= 0.25
     letting_go.join()
+
+
+def test_a_holder_killed_with_sigkill_frees_the_lock(tmp_path):
+    path = tmp_path / ".lock"
+    holder = Holder(path, "heph")
+    with pytest.raises(LockTimeout):
+        InstanceLock(path, timeout=0).acquire()
+    holder.proc.kill()
+    holder.proc.wait(10)
+    with InstanceLock(path, timeout=5):  # the kernel dropped the flock with the process
+        pass
 
 
 def test_heph_lock_excludes_filelock(tmp_path):

@@ -2,7 +2,6 @@
 
 import pytest
 
-import heph
 from heph import ASYNC, Done, Error, Step, Unique, Workflow
 from heph.testing import memory_app
 

@@ -3,7 +3,7 @@
 Layout under the storage directory (directories 0700, files 0600)::
 
     instances/<key~value>/<run>.json   one file per run of an instance id
-    instances/<key~value>/.lock         the id's lock (filelock's flock; see ``locking``): every read-modify-write holds it
+    instances/<key~value>/.lock         the id's lock (see ``locking``): every read-modify-write holds it
     index/status/<status>/<run>~<key~value>~<workflow>~<version>   empty marker files
     index/due/<yyyymmddThhmmssffffff>~<key~value>~<run>              timers and retries
     index/FORMAT                        written last by a rebuild: the index is complete
@@ -189,7 +189,7 @@ def _dumps(value) -> str:
 
 
 def _dumps_field(value) -> str:
-    """``_dumps``, with the scalars most fields hold encoded directly."""
+    """``_dumps``, with the scalars and empty containers most fields hold encoded directly."""
     kind = value.__class__
     if kind is str:
         return _encode_basestring(value)
@@ -197,6 +197,8 @@ def _dumps_field(value) -> str:
         return "null"
     if kind is int:
         return int.__repr__(value)
+    if not value and (kind is dict or kind is list):
+        return "{}" if kind is dict else "[]"
     return _dumps(value)
 
 

@@ -3,11 +3,11 @@
 The lock is `filelock`'s: an exclusive ``flock`` on a lock file that is never deleted. When the
 lock is free, heph takes it with one ``flock`` call on its own descriptor; only when it is held
 does it hand over to ``filelock.FileLock``, which waits (polling every 5 ms) up to the timeout.
-filelock is imported only then: its import alone costs a CLI command ~10 ms. filelock 4's bookkeeping (fork tracking, a singleton registry,
-path resolution) costs ~0.4 ms per acquire and release, a quarter of heph's CPU time per
-instance; the uncontended path skips it. Both paths hold the same kind of lock on the same
-file, so heph processes, and any tool that takes ``filelock.FileLock(path)``, exclude each
-other. Platforms without ``fcntl`` always use filelock.
+filelock 4's bookkeeping (fork tracking, a singleton registry, path resolution) costs ~0.4 ms
+per acquire and release, a quarter of heph's CPU time per instance, and its import ~10 ms of a
+CLI command: the uncontended path skips both. Both paths hold the same kind of lock on the
+same file, so heph processes, and any tool that takes ``filelock.FileLock(path)``, exclude
+each other. Platforms without ``fcntl`` always use filelock.
 """
 
 from __future__ import annotations
