@@ -134,14 +134,17 @@ def temp_dir(prefix: str) -> Iterator[Path]:
 
 
 def fsync_floor(directory: Path, count: int = 1000, size: int = 1024, rounds: int = 5) -> dict[str, float]:
-    """Durable-write ops/s on this disk: write+fsync+rename of a ``size``-byte file,
-    without and with an fsync of the directory afterwards (what every heph write does)."""
+    """Durable-write ops/s on this disk: write+fsync+rename of a ``size``-byte file, without
+    and with an fsync of the directory afterwards (what every heph write does); and, for
+    comparison, an in-place ``pwrite``+``fdatasync`` of ``size`` bytes of an existing file
+    (the kind of write SQLite makes: no new file, no rename)."""
     directory.mkdir(parents=True, exist_ok=True)
     data = os.urandom(size)
     target = directory / "floor.json"
     rounds = max(1, rounds)  # alternate the two variants so that drift in the disk's speed hits both alike
-    spent = {"file": 0.0, "file+dir": 0.0}
+    spent = {"file": 0.0, "file+dir": 0.0, "in-place": 0.0}
     for _ in range(rounds):
+        spent["in-place"] += _in_place_writes(directory / "in-place.bin", data, count // rounds)
         for label, dir_sync in (("file", False), ("file+dir", True)):
             start = time.perf_counter()
             for _ in range(count // rounds):
@@ -162,6 +165,21 @@ def fsync_floor(directory: Path, count: int = 1000, size: int = 1024, rounds: in
             spent[label] += time.perf_counter() - start
     result = {label: rounds * (count // rounds) / seconds for label, seconds in spent.items()}
     return result
+
+
+def _in_place_writes(path: Path, data: bytes, count: int) -> float:
+    """Seconds for ``count`` × (``pwrite`` of ``data`` at offset 0 + ``fdatasync``) of one file."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        os.pwrite(fd, data, 0)
+        os.fsync(fd)
+        start = time.perf_counter()
+        for _ in range(count):
+            os.pwrite(fd, data, 0)
+            os.fdatasync(fd)
+        return time.perf_counter() - start
+    finally:
+        os.close(fd)
 
 
 TIME_BIN = "/usr/bin/time" if os.path.exists("/usr/bin/time") else None

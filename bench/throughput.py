@@ -95,8 +95,8 @@ def main() -> None:
     import heph
 
     spent = {"heph": 0.0, "dbos": 0.0}
-    floor_ops = {"file": 0.0, "file+dir": 0.0, "layout": 0.0, "layout-nodir": 0.0}
-    floor_spent = {"file": 0.0, "file+dir": 0.0, "layout": 0.0, "layout-nodir": 0.0}
+    floor_ops = {"file": 0.0, "file+dir": 0.0, "in-place": 0.0, "layout": 0.0, "layout-nodir": 0.0}
+    floor_spent = {"file": 0.0, "file+dir": 0.0, "in-place": 0.0, "layout": 0.0, "layout-nodir": 0.0}
     per_round: list[dict] = []
     with temp_dir("b1") as tmp:
         app = heph.Hephaestus(storage=heph.JsonFileStorage(tmp / "heph"))
@@ -151,6 +151,7 @@ def main() -> None:
                      f"{spent['dbos']:.2f}"])
     rows.append(["fsync floor: write+fsync+rename 1 KB", f"{floor['file']:,.0f} ops/s", "", ""])
     rows.append(["fsync floor: ... + directory fsync", f"{floor['file+dir']:,.0f} ops/s", "", ""])
+    rows.append(["in-place pwrite+fdatasync 1 KB (SQLite's kind)", f"{floor['in-place']:,.0f} ops/s", "", ""])
     rows.append(["heph's system calls alone (no Python)", f"{floor['layout']:,.0f}", f"{floor['layout'] / STEPS:,.1f}", ""])
     rows.append(["... without its 2 directory fsyncs", f"{floor['layout-nodir']:,.0f}",
                  f"{floor['layout-nodir'] / STEPS:,.1f}", ""])
@@ -159,6 +160,8 @@ def main() -> None:
     print(f"   heph durable writes per instance: {per['writes']:.1f} ({per['writes'] / STEPS:.2f} per step), "
           f"fsyncs per instance: {per['fsyncs']:.1f}")
     print(f"   heph / DBOS steps/s:                         {ratio(heph_rate, dbos_rate)}   (target >= 5x)")
+    print(f"   in-place pwrite+fdatasync / write+fsync+rename: {ratio(floor['in-place'], floor['file'])}"
+          "   (how much cheaper SQLite's kind of durable write is on this disk right now)")
     print(f"   heph steps/s as % of floor (file fsync):     {100 * heph_rate / floor['file']:.0f}%   (target >= 60%)")
     print(f"   heph steps/s as % of floor (file+dir fsync): {100 * heph_rate / floor['file+dir']:.0f}%")
     print(f"   heph's system calls alone as % of floor (file fsync): {100 * floor['layout'] / floor['file']:.0f}%;"
@@ -169,6 +172,8 @@ def main() -> None:
         print("   per round (each round: floor, then heph and DBOS in alternating order):")
         if use_dbos:
             print("     heph / DBOS:              " + spread([r["dbos"] / r["heph"] for r in per_round], "{:.2f}x"))
+            print("     floor ops/s -> heph/DBOS: " + ", ".join(f"{r['file']:,.0f} -> {r['dbos'] / r['heph']:.2f}x"
+                                                            for r in per_round))
         print("     heph % of floor (file):   " + spread([100 * r["steps"] / r["heph"] / r["file"] for r in per_round],
                                                        "{:.0f}%"))
         print("     heph's calls % of floor:  " + spread([100 * r["layout"] / r["file"] for r in per_round], "{:.0f}%"))
