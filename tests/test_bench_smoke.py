@@ -1,0 +1,35 @@
+"""The benchmark scripts run end to end on tiny workloads (their figures are not checked:
+speed is measured in bench/, never asserted in tests). DBOS is skipped: it is an optional extra."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parent.parent / "bench"
+
+CASES = {
+    "throughput": (["--instances", "10", "--rounds", "2", "--no-dbos"],
+                   ["heph JsonFileStorage", "in-place pwrite+fdatasync", "heph's system calls alone",
+                    "durable writes per instance: 5.0 (1.00 per step)"]),
+    "event_roundtrip": (["--instances", "5", "--repeat", "1", "--no-dbos"], ["heph JsonFileStorage"]),
+    "cli_cold_start": (["--runs", "1", "--no-dbos"], ["heph show orderflow order42", "heph start orderflow"]),
+    "scale": (["--sizes", "50,100", "--runs", "1"], ["list --status waiting", "tick (fires 5 due)"]),
+    "contention": (["--procs", "1,2", "--per-process", "3", "--hot-procs", "2", "--hot-attempts", "4"],
+                   ["no lost update: yes"]),
+}
+
+
+@pytest.mark.parametrize("script", sorted(CASES))
+def test_benchmark_runs(script):
+    args, expected = CASES[script]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HEPH_")}
+    proc = subprocess.run([sys.executable, str(BENCH / f"{script}.py"), *args], capture_output=True, text=True,
+                          timeout=300, env=env)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    for fragment in expected:
+        assert fragment in proc.stdout, (fragment, proc.stdout[-2000:])
