@@ -7,6 +7,7 @@ import logging
 import os
 import shutil
 import stat
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -397,3 +398,59 @@ def test_a_session_that_cannot_make_its_writes_durable_fails_and_releases_the_lo
     assert app.get("jsq::q1").status == "completed"
     with app.storage.session("jsq::q1", timeout=0) as session:
         assert [r.status for r in session.runs()] == ["completed"]
+
+
+def _fsyncs(monkeypatch) -> list[str]:
+    synced: list[str] = []
+    real = jsonfile._fsync_dir
+
+    def recording(path):
+        synced.append(os.path.basename(os.fspath(path)))
+        real(path)
+
+    monkeypatch.setattr(jsonfile, "_fsync_dir", recording)
+    return synced
+
+
+@given(st.dictionaries(st.text(max_size=8), _json_values, max_size=4),
+       st.dictionaries(st.text(min_size=1, max_size=8), st.dictionaries(st.text(max_size=8), _json_values,
+                                                                          max_size=3), max_size=4))
+@settings(max_examples=200, deadline=None)
+def test_the_session_cache_encodes_exactly_what_a_fresh_encode_does(initial, steps):
+    from heph.core.instance import Context, Instance
+
+    now = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    inst = Instance(id="k::v", workflow="w", version=1, status="running", context=Context(initial, steps),
+                    run="20260101T000000000000-abcdef", created_at=now, updated_at=now)
+    cache: dict = {}
+    assert jsonfile.encode(inst, cache) == jsonfile.encode(inst) == jsonfile.encode(inst, cache)
+    json.loads(jsonfile.encode(inst, cache))
+
+
+def test_a_large_start_context_is_encoded_once_per_session(app, monkeypatch):
+    calls = []
+    real = jsonfile._dumps
+    monkeypatch.setattr(jsonfile, "_dumps", lambda value: calls.append(value) or real(value))
+    order = {"items": [{"sku": f"s{i}", "qty": i} for i in range(100)]}
+    app.start(JsQuick, "big", {"order": order})
+    assert sum(1 for value in calls if value == {"order": order}) == 1  # not once per write
+    assert app.get("jsq::big").context.initial == {"order": order}
+
+
+def test_the_first_run_of_an_id_makes_its_directory_entry_durable(app, root, monkeypatch):
+    app.start(JsQuick, "warm")
+    synced = _fsyncs(monkeypatch)
+    app.start(JsQuick, "fresh")
+    assert synced == ["jsq~fresh", "instances"]  # the new directory, then its entry in instances/
+    synced.clear()
+    app.start(JsQuick, "fresh")  # a second run of the id (the first completed): the entry is durable already
+    assert synced == ["jsq~fresh"]
+
+
+def test_a_directory_left_by_a_dead_process_is_made_durable_by_the_first_run(app, root, monkeypatch):
+    app.start(JsQuick, "warm")
+    (root / "instances" / "jsq~orphan").mkdir(mode=0o700)  # made, then its process died before any fsync
+    (root / "instances" / "jsq~orphan" / ".lock").touch()
+    synced = _fsyncs(monkeypatch)
+    app.start(JsQuick, "orphan")
+    assert synced == ["jsq~orphan", "instances"]

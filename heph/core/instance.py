@@ -11,11 +11,17 @@ FORMAT_VERSION = 1
 STATUSES = ("pending", "running", "waiting", "completed", "failed", "cancelled")
 ACTIVE_STATUSES = ("pending", "running", "waiting")
 OUTCOMES = ("completed", "async", "resumed", "failed", "cancelled")
+HEAD_FIELDS = ("format", "id", "run", "workflow", "version", "status", "created_at", "updated_at", "next_due_at",
+               "context", "runtime_metadata", "active", "waits", "arrived", "completed", "failed", "error", "lease")
 
 
 def to_iso(moment: datetime | None) -> str | None:
     """UTC ISO-8601 text of an aware datetime (None stays None)."""
-    return None if moment is None else moment.astimezone(timezone.utc).isoformat()
+    if moment is None:
+        return None
+    if moment.tzinfo is timezone.utc:  # the usual case: skip astimezone's copy
+        return moment.isoformat()
+    return moment.astimezone(timezone.utc).isoformat()
 
 
 def from_iso(text: str | None) -> datetime | None:
@@ -152,28 +158,16 @@ class Instance:
         """A copy sharing nothing with this one."""
         return copy.deepcopy(self)
 
+    def head(self) -> tuple:
+        """The values of ``HEAD_FIELDS`` — the document ``to_dict`` makes, but for the history."""
+        return (FORMAT_VERSION, self.id, self.run, self.workflow, self.version, self.status,
+                to_iso(self.created_at), to_iso(self.updated_at), to_iso(self.next_due_at),
+                {"initial": self.context.initial, "steps": self.context.steps}, self.runtime_metadata,
+                self.active, self.waits, self.arrived, self.completed, self.failed, self.error, self.lease)
+
     def to_dict(self, history: bool = True) -> dict:
         """Plain JSON data, with a format version (without ``history``: all but the history)."""
-        doc = {
-            "format": FORMAT_VERSION,
-            "id": self.id,
-            "run": self.run,
-            "workflow": self.workflow,
-            "version": self.version,
-            "status": self.status,
-            "created_at": to_iso(self.created_at),
-            "updated_at": to_iso(self.updated_at),
-            "next_due_at": to_iso(self.next_due_at),
-            "context": {"initial": self.context.initial, "steps": self.context.steps},
-            "runtime_metadata": self.runtime_metadata,
-            "active": self.active,
-            "waits": self.waits,
-            "arrived": self.arrived,
-            "completed": self.completed,
-            "failed": self.failed,
-            "error": self.error,
-            "lease": self.lease,
-        }
+        doc = dict(zip(HEAD_FIELDS, self.head()))
         if history:
             doc["history"] = [h.to_dict() for h in self.history]
         return doc

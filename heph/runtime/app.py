@@ -26,7 +26,7 @@ from heph.errors import (
 )
 from heph.runtime.clock import SystemClock
 from heph.runtime.storage.base import Session, Storage
-from heph.runtime.telemetry import emit
+from heph.runtime.telemetry import emit, listening
 
 log = logging.getLogger("heph")
 
@@ -84,6 +84,18 @@ def check_context(context: object) -> dict:
 def _payload(instance: Instance, **extra: Any) -> dict:
     return {"instance_id": instance.id, "run": instance.run, "workflow": instance.workflow,
             "version": instance.version, "status": instance.status, **extra}
+
+
+def _emit_outcome(instance: Instance, outcome: engine.Outcome, key: str, attempt: int, took: timedelta) -> None:
+    """The telemetry events of one step's outcome."""
+    info = {"step": key, "attempt": attempt, "duration_ms": round(took.total_seconds() * 1000, 3)}
+    if isinstance(outcome, engine.Completed):
+        emit("step.stop", _payload(instance, event=outcome.event, **info))
+        emit("workflow.transition", _payload(instance, event=outcome.event, to=[t.key for t in outcome.targets], **info))
+    elif isinstance(outcome, engine.Paused):
+        emit("step.async", _payload(instance, **info))
+    else:
+        emit("step.exception", _payload(instance, error=outcome.type, message=outcome.message, **info))
 
 
 class Hephaestus:
@@ -152,9 +164,10 @@ class Hephaestus:
         One call is one *segment* (telemetry ``segment.start``/``segment.stop``, with ``trigger``:
         start, resume, timer, retry, recover); ``opening`` events are emitted right after its start.
         """
-        emit("segment.start", _payload(instance, trigger=trigger))
-        for name, payload in opening:
-            emit(name, payload)
+        if listening():  # payloads are built only for someone to read them
+            emit("segment.start", _payload(instance, trigger=trigger))
+            for name, payload in opening:
+                emit(name, payload)
         lease = instance.lease or self._lease()
         ran = False  # a step ran since the last write
 
@@ -168,7 +181,8 @@ class Hephaestus:
             if ran and not issubclass(definition.steps[key], Done):
                 # Done runs no user code: the write after it is enough (a crash re-runs Done)
                 save()
-            emit("step.start", _payload(instance, step=key, attempt=entry["attempt"]))
+            if listening():
+                emit("step.start", _payload(instance, step=key, attempt=entry["attempt"]))
             started = self.clock.now()
             outcome = engine.execute_step(definition, instance, entry)
             finished = self.clock.now()
@@ -176,21 +190,15 @@ class Hephaestus:
             if instance.status == "running":
                 instance.lease = lease
             ran, saved = True, False
-            duration = round((finished - started).total_seconds() * 1000, 3)
-            info = {"step": key, "attempt": entry["attempt"], "duration_ms": duration}
-            if isinstance(outcome, engine.Completed):
-                emit("step.stop", _payload(instance, event=outcome.event, **info))
-                emit("workflow.transition", _payload(
-                    instance, event=outcome.event, to=[t.key for t in outcome.targets], **info))
-            elif isinstance(outcome, engine.Paused):
-                emit("step.async", _payload(instance, **info))
-            else:
+            if isinstance(outcome, engine.Failed):
                 log.warning("step %s of %s failed (attempt %s): %s", key, instance.id, entry["attempt"], outcome.message)
-                emit("step.exception", _payload(instance, error=outcome.type, message=outcome.message, **info))
+            if listening():
+                _emit_outcome(instance, outcome, key, entry["attempt"], finished - started)
         if not saved:
             save()
-        self._emit_end(instance)
-        emit("segment.stop", _payload(instance, trigger=trigger))
+        if listening():
+            self._emit_end(instance)
+            emit("segment.stop", _payload(instance, trigger=trigger))
         return instance
 
     def _emit_end(self, instance: Instance) -> None:

@@ -23,6 +23,12 @@ EVENTS = (
 
 Handler = Callable[[str, dict], Any]
 _handlers: dict[str, list[Handler]] = {name: [] for name in EVENTS}
+_subscriptions = 0  # handlers subscribed, over every event
+
+
+def listening() -> bool:
+    """Whether any handler is subscribed: callers skip building payloads nobody would read."""
+    return _subscriptions > 0
 
 
 def on(event_name: str, handler: Handler) -> Callable[[], None]:
@@ -30,16 +36,21 @@ def on(event_name: str, handler: Handler) -> Callable[[], None]:
 
     ``event_name`` is one of ``EVENTS``, or ``"*"`` for all of them.
     """
+    global _subscriptions
     names = EVENTS if event_name == "*" else (event_name,)
     for name in names:
         if name not in _handlers:
             raise ValueError(f"unknown telemetry event {name!r}; known: {', '.join(EVENTS)}")
+    for name in names:
         _handlers[name].append(handler)
+        _subscriptions += 1
 
     def unsubscribe() -> None:
+        global _subscriptions
         for name in names:
             if handler in _handlers[name]:
                 _handlers[name].remove(handler)
+                _subscriptions -= 1
 
     return unsubscribe
 

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from heph.core.ids import check_id
-from heph.core.instance import STATUSES, Instance
+from heph.core.instance import HEAD_FIELDS, STATUSES, Instance
 from heph.errors import StorageError
 from heph.runtime.storage.base import RunRef, Session, Storage
 from heph.runtime.storage.locking import InstanceLock, LockTimeout
@@ -202,22 +202,43 @@ def _dumps_field(value) -> str:
     return _dumps(value)
 
 
-_FIELD_PREFIX: dict[str, str] = {}
+_PREFIXES = tuple(f" {_compact(field)}: " for field in HEAD_FIELDS)  # each field's line starts so
+_CONTEXT = HEAD_FIELDS.index("context")
+_BEFORE_CONTEXT, _AFTER_CONTEXT = _PREFIXES[:_CONTEXT], _PREFIXES[_CONTEXT + 1:]
 
 
 def encode(instance: Instance, cache: dict | None = None) -> bytes:
     """The file content of a run: UTF-8 JSON with one field per line and one history entry
     per line — readable, diffable, and written by the C JSON encoder (``indent=`` would fall
-    back to the pure-Python one, several times slower). ``cache`` keeps the lines of history
-    entries already encoded, by identity (a session writes the same entries again and again;
-    entries are frozen)."""
-    lines = []
-    for key, value in instance.to_dict(history=False).items():
-        prefix = _FIELD_PREFIX.get(key) or _FIELD_PREFIX.setdefault(key, f" {_compact(key)}: ")
-        lines.append(prefix + _dumps_field(value))
+    back to the pure-Python one, several times slower). ``cache`` keeps, by identity, what a
+    session writes again and again: the lines of history entries (frozen), the initial
+    context and each step's updates (replaced by the engine, never changed in place)."""
+    head = instance.head()
+    lines = [prefix + _dumps_field(value) for prefix, value in zip(_BEFORE_CONTEXT, head)]
+    context = _context_json(instance.context, cache) if cache is not None else _dumps(head[_CONTEXT])
+    lines.append(_PREFIXES[_CONTEXT] + context)
+    lines += [prefix + _dumps_field(value) for prefix, value in zip(_AFTER_CONTEXT, head[_CONTEXT + 1:])]
     entries = ",\n".join(_history_line(entry, cache) for entry in instance.history)
     lines.append(f' "history": [\n{entries}\n ]' if instance.history else ' "history": []')
     return ("{\n" + ",\n".join(lines) + "\n}\n").encode("utf-8")
+
+
+def _context_json(context, cache: dict) -> str:
+    """``_dumps`` of the context, with the initial context and each step's updates encoded once
+    per session: the engine replaces them, never changes them in place, so they are cached by
+    identity like history entries (a large start context is not encoded again at every step)."""
+    steps = ", ".join(f"{_encode_basestring(key)}: {_cached_json(value, cache)}"
+                      for key, value in context.steps.items())
+    return f'{{"initial": {_cached_json(context.initial, cache)}, "steps": {{{steps}}}}}'
+
+
+def _cached_json(value, cache: dict) -> str:
+    hit = cache.get(id(value))
+    if hit is not None and hit[0] is value:
+        return hit[1]
+    text = _dumps(value)
+    cache[id(value)] = (value, text)  # the value is kept, so its id is not reused
+    return text
 
 
 def _history_line(entry, cache: dict | None) -> str:
@@ -268,12 +289,12 @@ class _FileSession(Session):
     """Writes replace the run's file atomically (data fsynced); ``close`` fsyncs the directory once,
     making every rename of the session durable before the command that opened it returns."""
 
-    def __init__(self, store: JsonFileStorage, instance_id: str, directory: Path, new_dir: bool):
+    def __init__(self, store: JsonFileStorage, instance_id: str, directory: Path):
         self._store = store
         self._id = instance_id
         self._dir = directory
         self._prefix = f"{directory}{os.sep}"  # run files' paths are built as text: pathlib costs more
-        self._new_dir = new_dir
+        self._first_run = False  # this session writes the id's first run: its directory's entry must be durable too
         self._known: dict[str, Instance] = {}  # run -> as stored
         self._listed = False  # _known holds every run
         self._lines: dict = {}  # encode's cache of history lines
@@ -284,7 +305,7 @@ class _FileSession(Session):
             return
         try:
             _fsync_dir(self._dir)
-            if self._new_dir:
+            if self._first_run:  # even if an earlier process made the directory (and died before its fsync)
                 _fsync_dir(self._dir.parent)
         except OSError as exc:
             raise StorageError(f"cannot make the writes to {self._dir} durable: {exc.strerror}") from None
@@ -300,6 +321,8 @@ class _FileSession(Session):
         path = self._path(instance)
         if instance.run in self._known or (not self._listed and os.path.exists(path)):
             raise StorageError(f"run {instance.run} of {self._id} already exists")
+        if not self._known and not self._first_run:  # no run known: is this the id's first?
+            self._first_run = self._listed or not any(map(_is_run_name, os.listdir(self._dir)))
         self._store._touch(self._markers(instance))
         self._replace(path, instance)
 
@@ -336,12 +359,13 @@ class JsonFileStorage(Storage):
         self.root = Path(path)
         self.instances = self.root / "instances"
         self.index = self.root / "index"
+        self._format = os.path.join(self.root, "FORMAT")
         self.lock_timeout = lock_timeout
 
     # -- layout -----------------------------------------------------------------
 
     def _ensure_layout(self) -> None:
-        if (self.root / "FORMAT").exists():
+        if os.path.exists(self._format):
             return
         for directory in (self.root, self.instances, self.index / "due"):
             _make_dirs(directory, self.root)
@@ -387,9 +411,8 @@ class JsonFileStorage(Storage):
     def session(self, instance_id: str, timeout: float | None = None) -> Iterator[Session]:
         directory = self.instances / id_dir_name(instance_id)
         self._ensure_layout()
-        new_dir = not directory.exists()
-        if new_dir:
-            directory.mkdir(mode=0o700, exist_ok=True)
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(directory, 0o700)
         lock = self._lock(directory, self.lock_timeout if timeout is None else timeout)
         try:
             lock.acquire()
@@ -397,7 +420,7 @@ class JsonFileStorage(Storage):
             raise StorageError(
                 f"instance {instance_id} is busy (another heph process holds its lock); try again later"
             ) from None
-        session = _FileSession(self, instance_id, directory, new_dir)
+        session = _FileSession(self, instance_id, directory)
         try:
             yield session
         finally:
