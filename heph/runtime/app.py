@@ -91,7 +91,8 @@ def _emit_outcome(instance: Instance, outcome: engine.Outcome, key: str, attempt
     info = {"step": key, "attempt": attempt, "duration_ms": round(took.total_seconds() * 1000, 3)}
     if isinstance(outcome, engine.Completed):
         emit("step.stop", _payload(instance, event=outcome.event, **info))
-        emit("workflow.transition", _payload(instance, event=outcome.event, to=[t.key for t in outcome.targets], **info))
+        emit("workflow.transition",
+             _payload(instance, event=outcome.event, to=[t.key for t in outcome.targets], **info))
     elif isinstance(outcome, engine.Paused):
         emit("step.async", _payload(instance, **info))
     else:

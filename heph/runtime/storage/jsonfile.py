@@ -294,10 +294,10 @@ class _FileSession(Session):
         self._id = instance_id
         self._dir = directory
         self._prefix = f"{directory}{os.sep}"  # run files' paths are built as text: pathlib costs more
-        self._first_run = False  # this session writes the id's first run: its directory's entry must be durable too
+        self._first_run = False  # writes the id's first run: the directory's own entry must be durable
         self._known: dict[str, Instance] = {}  # run -> as stored
         self._listed = False  # _known holds every run
-        self._lines: dict = {}  # encode's cache of history lines
+        self._lines: dict = {}  # encode's cache: history lines, initial context, steps' updates
         self._renamed = False
 
     def close(self) -> None:
