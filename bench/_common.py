@@ -96,6 +96,17 @@ class BenchEvent(Workflow):
 # -- environment ---------------------------------------------------------------------
 
 
+def use_dbos(skip: bool) -> bool:
+    """Whether to run the DBOS side (``skip``: ``--no-dbos``); prints why not when it is left out."""
+    if skip:
+        print("   DBOS skipped (--no-dbos)")
+        return False
+    if not dbos_available():
+        print(f"   {NO_DBOS}")
+        return False
+    return True
+
+
 def dbos_available() -> bool:
     try:
         import dbos  # noqa: F401
@@ -133,38 +144,34 @@ def temp_dir(prefix: str) -> Iterator[Path]:
 # -- measuring -------------------------------------------------------------------------
 
 
-def fsync_floor(directory: Path, count: int = 1000, size: int = 1024, rounds: int = 5) -> dict[str, float]:
+def fsync_floor(directory: Path, count: int = 200, size: int = 1024) -> dict[str, float]:
     """Durable-write ops/s on this disk: write+fsync+rename of a ``size``-byte file, without
     and with an fsync of the directory afterwards (what every heph write does); and, for
     comparison, an in-place ``pwrite``+``fdatasync`` of ``size`` bytes of an existing file
-    (the kind of write SQLite makes: no new file, no rename)."""
+    (the kind of write SQLite makes: no new file, no rename). Callers interleave calls with
+    what they measure, so that drift in the disk's speed hits both alike."""
     directory.mkdir(parents=True, exist_ok=True)
     data = os.urandom(size)
-    target = directory / "floor.json"
-    rounds = max(1, rounds)  # alternate the two variants so that drift in the disk's speed hits both alike
-    spent = {"file": 0.0, "file+dir": 0.0, "in-place": 0.0}
-    for _ in range(rounds):
-        spent["in-place"] += _in_place_writes(directory / "in-place.bin", data, count // rounds)
-        for label, dir_sync in (("file", False), ("file+dir", True)):
-            start = time.perf_counter()
-            for _ in range(count // rounds):
-                tmp = directory / ".floor.json.tmp"
-                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    target, tmp = directory / "floor.json", directory / ".floor.json.tmp"
+    spent = {"in-place": _in_place_writes(directory / "in-place.bin", data, count)}
+    for label, dir_sync in (("file", False), ("file+dir", True)):
+        start = time.perf_counter()
+        for _ in range(count):
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                os.write(fd, data)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, target)
+            if dir_sync:
+                dfd = os.open(directory, os.O_RDONLY)
                 try:
-                    os.write(fd, data)
-                    os.fsync(fd)
+                    os.fsync(dfd)
                 finally:
-                    os.close(fd)
-                os.replace(tmp, target)
-                if dir_sync:
-                    dfd = os.open(directory, os.O_RDONLY)
-                    try:
-                        os.fsync(dfd)
-                    finally:
-                        os.close(dfd)
-            spent[label] += time.perf_counter() - start
-    result = {label: rounds * (count // rounds) / seconds for label, seconds in spent.items()}
-    return result
+                    os.close(dfd)
+        spent[label] = time.perf_counter() - start
+    return {label: count / seconds for label, seconds in spent.items()}
 
 
 def _in_place_writes(path: Path, data: bytes, count: int) -> float:
@@ -302,7 +309,8 @@ def table(rows: Sequence[Sequence[object]], headers: Sequence[str]) -> None:
 
 
 def heph_exe() -> str:
-    """The ``heph`` console script of this venv (falls back to ``python -m heph``)."""
+    """The ``heph`` console script of this venv, or "" if it has none (``heph_cmd`` then
+    runs ``python -m heph``)."""
     exe = VENV_BIN / "heph"
     return str(exe) if exe.exists() else ""
 

@@ -505,7 +505,7 @@ class Torture:
             self.acked.append(data)
 
     def run_round(self, number: int) -> None:
-        cfg, rng = self.cfg, self.rng
+        cfg = self.cfg
         live: list[Worker] = []
         begin = time.monotonic()
         deadline = begin + cfg.seconds

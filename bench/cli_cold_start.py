@@ -35,11 +35,7 @@ def main() -> None:
     args = parser.parse_args()
 
     header(f"B3 CLI cold start: median of {args.runs} runs per command")
-    use_dbos = not args.no_dbos and _common.dbos_available()
-    if args.no_dbos:
-        print("   DBOS skipped (--no-dbos)")
-    elif not use_dbos:
-        print(f"   {_common.NO_DBOS}")
+    use_dbos = _common.use_dbos(args.no_dbos)
 
     # Bytecode caching on, as on a normal install: with PYTHONDONTWRITEBYTECODE set, heph's and the
     # project's modules would be compiled from source on every run while typer's (compiled when pip

@@ -119,7 +119,7 @@ def main() -> None:
         rate = total / elapsed
         base = base or rate
         rows.append([procs, total, f"{elapsed:.2f}", f"{rate:,.1f}", f"{rate / procs:,.1f}", f"{rate / base:.2f}x"])
-    table(rows, ["processes", "round trips", "seconds", "round trips/s", "per process", "vs 1 process"])
+    table(rows, ["processes", "round trips", "seconds", "round trips/s", "per process", f"vs {counts[0]} process(es)"])
 
     print()
     print(f"   part 2: {args.hot_procs} processes x {args.hot_attempts} random start/resume attempts on {HOT_ID}")

@@ -92,11 +92,7 @@ def main() -> None:
     n, repeats = args.instances, max(1, args.repeat)
 
     header(f"B2 event round trip: {n} instances, start all then resume each, x{repeats}")
-    use_dbos = not args.no_dbos and _common.dbos_available()
-    if args.no_dbos:
-        print("   DBOS skipped (--no-dbos)")
-    elif not use_dbos:
-        print(f"   {_common.NO_DBOS}")
+    use_dbos = _common.use_dbos(args.no_dbos)
     spent = {"heph": [0.0, 0.0], "dbos": [0.0, 0.0]}
     per_repeat: list[dict] = []
     with temp_dir("b2") as tmp:

@@ -30,6 +30,7 @@ import time
 import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Iterator
 
 from _common import BenchLinear, header, table, temp_dir
 
@@ -124,23 +125,27 @@ def drain(dsn: str, store, count: int, workers: int, scratch: Path) -> dict:
 # -- part 2: B1 ---------------------------------------------------------------------------------
 
 
-def b1(make_store, instances: int, rounds: int, label: str) -> float:
-    """Seconds for ``instances`` linear instances (split in ``rounds`` blocks)."""
+def b1(make_store, instances: int, rounds: int, label: str) -> Iterator[tuple[float, int]]:
+    """Run ``instances`` linear instances in ``rounds`` blocks; after each block yield the seconds
+    spent and the instances run so far (callers interleave two stores block by block)."""
     import heph
 
     store = make_store()
-    app = heph.Hephaestus(storage=store)
-    for n in range(10):
-        app.start(BenchLinear, f"warm{label}{n}", {"n": n})
-    spent = 0.0
-    per_round = instances // rounds
-    for r in range(rounds):
-        start = time.perf_counter()
-        for n in range(per_round):
-            app.start(BenchLinear, f"b{label}{r}x{n}", {"n": n})
-        spent += time.perf_counter() - start
-        yield spent, per_round * (r + 1)
-    store.close()
+    try:
+        app = heph.Hephaestus(storage=store)
+        for n in range(10):
+            app.start(BenchLinear, f"warm{label}{n}", {"n": n})
+        spent, done = 0.0, 0
+        for r in range(rounds):
+            block = instances // rounds + (1 if r < instances % rounds else 0)
+            start = time.perf_counter()
+            for n in range(block):
+                app.start(BenchLinear, f"b{label}{r}x{n}", {"n": n})
+            spent += time.perf_counter() - start
+            done += block
+            yield spent, done
+    finally:
+        store.close()
 
 
 def main() -> None:
@@ -189,12 +194,13 @@ def main() -> None:
         with temp_dir("pgb1") as scratch:
             import heph
 
-            counter = iter(range(1000))
-            pg_runs = b1(make_store, args.instances, args.rounds, "p")
-            js_runs = b1(lambda: heph.JsonFileStorage(scratch / f"store{next(counter)}"),
-                         args.instances, args.rounds, "j")
-            for (pg_s, pg_n), (js_s, js_n) in zip(pg_runs, js_runs):
+            rounds = max(1, args.rounds)
+            pg_runs = b1(make_store, args.instances, rounds, "p")
+            js_runs = b1(lambda: heph.JsonFileStorage(scratch / "store"), args.instances, rounds, "j")
+            for (pg_s, pg_n), (js_s, js_n) in zip(pg_runs, js_runs):  # alternate blocks; keep the totals
                 pass
+            pg_runs.close()
+            js_runs.close()
         print()
         table([
             ["PostgresStorage", f"{pg_n / pg_s:,.0f}", f"{pg_n * STEPS / pg_s:,.0f}", f"{pg_s / pg_n * 1000:.2f}"],

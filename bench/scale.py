@@ -104,7 +104,7 @@ COMMANDS = [
     ("list --status waiting", lambda s: ["list", "--status", "waiting"]),
     ("list (all, limit 50)", lambda s: ["list"]),
     ("show <one>", lambda s: ["show", "orderflow", s["show"]]),
-    ("tick (fires 5 due)", lambda s: ["tick"]),
+    (f"tick (fires {DUE_TIMERS} due)", lambda s: ["tick"]),
     ("tick (nothing due)", lambda s: ["tick"]),
 ]
 
@@ -141,6 +141,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5, help="measured runs per command (default 5)")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
+    if min(sizes) < 100 * DUE_TIMERS:  # 1% waiting must hold the DUE_TIMERS due timers
+        parser.error(f"--sizes: each store needs at least {100 * DUE_TIMERS} instances")
 
     header(f"B4 scale: stores of {', '.join(f'{s:,}' for s in sizes)} instances (1% waiting, {DUE_TIMERS} timers due)")
     with contextlib.ExitStack() as stack:

@@ -86,11 +86,7 @@ def main() -> None:
     n, rounds = args.instances, max(1, min(args.rounds, args.instances))
 
     header(f"B1 throughput: {n} instances x {STEPS} steps, sequential, one process, {rounds} interleaved rounds")
-    use_dbos = not args.no_dbos and _common.dbos_available()
-    if args.no_dbos:
-        print("   DBOS skipped (--no-dbos)")
-    elif not use_dbos:
-        print(f"   {_common.NO_DBOS}")
+    use_dbos = _common.use_dbos(args.no_dbos)
 
     import heph
 
@@ -113,7 +109,7 @@ def main() -> None:
             done = 0
             for r in range(rounds):
                 block = range(done, done + n // rounds + (1 if r < n % rounds else 0))
-                floor = _common.fsync_floor(tmp / "floor", count=FLOOR_OPS // rounds, rounds=1)
+                floor = _common.fsync_floor(tmp / "floor", count=FLOOR_OPS // rounds)
                 for label, rate in floor.items():
                     floor_ops[label] += FLOOR_OPS // rounds
                     floor_spent[label] += (FLOOR_OPS // rounds) / rate

@@ -18,16 +18,18 @@ CASES = {
                     "durable writes per instance: 5.0 (1.00 per step)"]),
     "event_roundtrip": (["--instances", "5", "--repeat", "1", "--no-dbos"], ["heph JsonFileStorage"]),
     "cli_cold_start": (["--runs", "1", "--no-dbos"], ["heph show orderflow order42", "heph start orderflow"]),
-    "scale": (["--sizes", "50,100", "--runs", "1"], ["list --status waiting", "tick (fires 5 due)"]),
+    "scale": (["--sizes", "500,600", "--runs", "1"], ["list --status waiting", "tick (fires 5 due)",
+                                                       "5 due timers"]),
     "contention": (["--procs", "1,2", "--per-process", "3", "--hot-procs", "2", "--hot-attempts", "4"],
                    ["no lost update: yes"]),
 }
 
 
 @pytest.mark.parametrize("script", sorted(CASES))
-def test_benchmark_runs(script):
+def test_benchmark_runs(script, tmp_path):
     args, expected = CASES[script]
     env = {k: v for k, v in os.environ.items() if not k.startswith("HEPH_")}
+    env["PYTHONPYCACHEPREFIX"] = str(tmp_path / "pycache")  # B3 turns bytecode writing on: not into the tree
     proc = subprocess.run([sys.executable, str(BENCH / f"{script}.py"), *args], capture_output=True, text=True,
                           timeout=300, env=env)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]

@@ -28,7 +28,7 @@ except ImportError:  # pragma: no cover - older typer, with click installed besi
 
 from heph.cli import fast
 from heph.cli.main import cli
-from tests.cli_helpers import ANSI, cli_env, make_project, ok
+from cli_helpers import ANSI, cli_env, heph as run_heph, make_project, ok, table_rows
 
 ROOT = typer.main.get_command(cli)
 
@@ -134,12 +134,10 @@ def shop(tmp_path_factory):
 
 
 def test_help_and_usage_errors_still_come_from_typer(shop):
-    from tests.cli_helpers import heph
-
     assert "--run" in ok("show", "--help", cwd=shop).out
-    bad = heph("show", "a", "b", "c", cwd=shop)
+    bad = run_heph("show", "a", "b", "c", cwd=shop)
     assert bad.code == 2 and "Got unexpected extra argument" in bad.err, bad
-    bad = heph("list", "--limit", "0", cwd=shop)
+    bad = run_heph("list", "--limit", "0", cwd=shop)
     assert bad.code == 2 and "--limit" in bad.err, bad
 
 
@@ -179,21 +177,54 @@ def test_piped_list_is_one_whole_row_per_instance(shop):
     out = ok("list", cwd=shop).out
     rows = [line for line in out.splitlines() if line.startswith("│")]
     assert len(rows) == 2 and all("│" == row[-1] for row in rows)
-    assert [r.split("│")[1].strip() for r in rows] == ["reminderid::user7", "paymentid::pay1"]
+    assert [row[0] for row in table_rows(out)] == ["reminderid::user7", "paymentid::pay1"]
     assert out.rstrip().endswith("2 instance(s)")
 
 
-def test_piped_show_and_list_import_neither_typer_nor_rich_nor_yaml(shop):
+@pytest.mark.parametrize("encoding", ["ascii", "cp1252"])
+def test_piped_show_and_list_fit_a_stream_that_is_not_utf8(shop, encoding):
+    env = cli_env(PYTHONIOENCODING=encoding)
+    for args in (["list"], ["show", "paymentflow", "pay1"]):
+        run = ok(*args, cwd=shop, env=env)
+        assert "paymentid::pay1" in run.out and "+" in run.out and "|" in run.out, run
+        assert "┏" not in run.out and "error" not in run.err
+
+
+def test_a_reader_that_leaves_early_ends_the_command_quietly(shop):
+    """`heph list | head -0`: the pipe closes; exit 1 (as click does) and no error line."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        proc = subprocess.run([sys.executable, "-m", "heph", "list"], cwd=shop, env=cli_env(), stdout=write_end,
+                              stderr=subprocess.PIPE, text=True, timeout=60)
+    finally:
+        os.close(write_end)
+    assert proc.returncode == 1 and proc.stderr == "", proc.stderr
+
+
+def test_force_color_draws_with_rich_in_a_pipe(shop):
+    run = ok("show", "paymentflow", "pay1", cwd=shop, env=cli_env(FORCE_COLOR="1"))
+    assert ANSI in run.out and "paymentid::pay1" in run.out
+
+
+def _imports_after(project, *args: str, modules: tuple[str, ...]) -> tuple[subprocess.CompletedProcess, str]:
+    """Run ``heph ARGS`` through the console script's ``fast.run`` in one process; the process
+    and its last stderr line: ``exit=CODE loaded=[those of modules that were imported]``."""
     probe = ("import sys\nfrom heph.cli import fast\nsys.argv = ['heph'] + sys.argv[1:]\n"
              "try:\n    fast.run()\nexcept SystemExit as exc:\n    code = exc.code\n"
-             "heavy = sorted(m for m in ('typer', 'rich', 'yaml') if m in sys.modules)\n"
-             "print(f'exit={code} heavy={heavy}', file=sys.stderr)\n")
+             f"loaded = sorted(m for m in {modules!r} if m in sys.modules)\n"
+             "print(f'exit={code} loaded={loaded}', file=sys.stderr)\n")
+    proc = subprocess.run([sys.executable, "-c", probe, *args], cwd=project, env=cli_env(), capture_output=True,
+                          text=True, timeout=60)
+    return proc, proc.stderr.strip().splitlines()[-1]
+
+
+def test_piped_show_and_list_import_neither_typer_nor_rich_nor_yaml(shop):
     for args in (["show", "paymentflow", "pay1"], ["list", "--status", "waiting"], ["show", "--id", "paymentid::pay1",
                                                                                   "--json"]):
-        proc = subprocess.run([sys.executable, "-c", probe, *args], cwd=shop, env=cli_env(), capture_output=True,
-                              text=True, timeout=60)
+        proc, last = _imports_after(shop, *args, modules=("typer", "rich", "yaml"))
         assert "paymentid::pay1" in proc.stdout, proc
-        assert proc.stderr.strip().splitlines()[-1] == "exit=0 heavy=[]", proc.stderr
+        assert last == "exit=0 loaded=[]", proc.stderr
 
 
 def test_commands_on_a_free_lock_do_not_import_filelock(tmp_path):
@@ -201,20 +232,14 @@ def test_commands_on_a_free_lock_do_not_import_filelock(tmp_path):
     shop = make_project(tmp_path / "shop")
     ok("start", "paymentflow", "pay1", "--context", "contexts/payment.json", cwd=shop)
     ok("start", "reminderflow", "user7", "--context", "contexts/user.json", cwd=shop)
-    probe = ("import sys\nfrom heph.cli import fast\nsys.argv = ['heph'] + sys.argv[1:]\n"
-             "try:\n    fast.run()\nexcept SystemExit as exc:\n    code = exc.code\n"
-             "print(f'exit={code} filelock={\"filelock\" in sys.modules}', file=sys.stderr)\n")
     for args in (["start", "paymentflow", "lockfree1", "--context", "contexts/payment.json"],
                  ["resume", "paymentflow", "pay1", "payment_confirmed"],
                  ["cancel", "reminderflow", "user7"], ["tick"]):
-        proc = subprocess.run([sys.executable, "-c", probe, *args], cwd=shop, env=cli_env(), capture_output=True,
-                              text=True, timeout=60)
-        assert proc.stderr.strip().splitlines()[-1] == "exit=0 filelock=False", (args, proc.stderr)
+        proc, last = _imports_after(shop, *args, modules=("filelock",))
+        assert last == "exit=0 loaded=[]", (args, proc.stderr)
 
 
 def test_show_by_id_and_list_read_the_store_without_importing_the_project(tmp_path):
-    from tests.cli_helpers import heph
-
     project = make_project(tmp_path / "shop")
     ok("start", "paymentflow", "pay1", "--context", "contexts/payment.json", cwd=project)
     (project / "broken_on_import.py").write_text("raise RuntimeError('this module is broken')\n")
@@ -227,7 +252,7 @@ def test_show_by_id_and_list_read_the_store_without_importing_the_project(tmp_pa
     # naming a workflow needs the project's code: the broken module is reported
     for args in (["show", "paymentflow", "pay1"], ["list", "--workflow", "paymentflow"],
                  ["resume", "--id", "paymentid::pay1", "payment_confirmed"]):
-        refused = heph(*args, cwd=project)
+        refused = run_heph(*args, cwd=project)
         assert refused.code == 1 and "this module is broken" in refused.err, refused
 
 

@@ -333,8 +333,6 @@ def test_copy_has_independent_containers():
 
 
 def test_copy_carries_every_field():
-    import dataclasses
-
     inst = _bare(context=Context({"a": 1}, {"s": {}}), runtime_metadata={"m": 1}, active=[{"step": "s"}],
                  waits={"w": {"kind": "event"}}, arrived={"j": ["s"]}, completed=["s"], failed={"step": "s"},
                  history=[HistoryEntry("s", "completed", "ok")], error={"type": "E"}, lease={"pid": 1})

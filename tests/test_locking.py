@@ -21,7 +21,7 @@ from heph.runtime.storage.jsonfile import JsonFileStorage
 from heph.runtime.storage.locking import InstanceLock, LockTimeout
 
 HOLDER = textwrap.dedent("""
-    import sys, time
+    import sys
     from {module} import {cls}
     lock = {cls}(sys.argv[1], {args})
     lock.acquire()
@@ -87,12 +87,18 @@ def test_held_lock_times_out_through_filelock(tmp_path, kind):
 def test_waiter_gets_the_lock_when_the_holder_releases(tmp_path):
     path = tmp_path / ".lock"
     holder = Holder(path, "heph")
-    letting_go = threading.Timer(0.3, holder.release)
-    letting_go.start()
-    started = time.monotonic()
-    with InstanceLock(path, timeout=10):  # held: waits in filelock's poll until the holder lets go
-        assert time.monotonic() - started >= 0.25
-    letting_go.join()
+    got = threading.Event()
+
+    def wait_for_it() -> None:
+        with InstanceLock(path, timeout=60):  # held: waits in filelock's poll until the holder lets go
+            got.set()
+
+    waiter = threading.Thread(target=wait_for_it)
+    waiter.start()
+    assert not got.wait(0.3)  # the holder still has it
+    holder.release()
+    assert got.wait(60)
+    waiter.join(60)
 
 
 def test_a_holder_killed_with_sigkill_frees_the_lock(tmp_path):

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from heph.cli.simpleyaml import NotSimple, parse
-from tests.cli_helpers import SAMPLE
+from cli_helpers import SAMPLE
 
 
 def agrees(text: str) -> bool:
@@ -45,6 +45,7 @@ def test_plain_files_are_read_as_pyyaml_reads_them(text):
     "a:\n  b:\n    c: 1\n", "a:\n  - x\n  y: 1\n", "a:\n  - x\n    - y\n", "a: |\n  text\n", "a: >\n  text\n",
     "a: café\n", "- a\n- b\n", "a:b\n", "'a': 1\n", "a: -\n", "a:\n  -\n", "? a\n: 1\n",
     "a: !!str 1\n", "a: %x\n", "a: @x\n", "a: `x`\n", "a: x y\n", "a: 1.2.3\n", "a: +1\n", "a: -1\n", "a: .0\n", "a: .5e+3\n", "a: 1.5e3\n",
+    "yes: 1\n", "storage:\n  Null: 1\n", "on:\n  - a\n",  # keys PyYAML reads as True / None
 ])
 def test_anything_beyond_the_subset_goes_to_pyyaml(text):
     assert not agrees(text)
@@ -55,8 +56,10 @@ SCALARS = st.one_of(
                      "null", "~", "true", "'q r'", '"s t"', "''", '""', "012", "1e3", "x:y", ".inf", "1_0", "-1",
                      "2026-01-01", "[a]", "{a: 1}", "a b", "é"]),
     st.text(alphabet="abz09._-/: '\"#", min_size=1, max_size=8),
+    st.from_regex(r"[a-z/.][a-z0-9_./-]{0,7}", fullmatch=True),  # mostly plain scalars: both parsers read them
 )
-KEYS = st.sampled_from(["workflows", "storage", "path", "type", "dsn", "lock_timeout", "a", "b_2", "Key", "x-y"])
+KEYS = st.sampled_from(["workflows", "storage", "path", "type", "dsn", "lock_timeout", "a", "b_2", "Key", "x-y",
+                        "yes", "Null", "off"])
 COMMENT = st.sampled_from(["", "  # note", " #", "# x"])
 
 

@@ -6,7 +6,7 @@ import json
 
 import typer
 
-from heph.cli.commands import OPTIONS, _emit, _project, echo, refusals
+from heph.cli.commands import _emit, _project, echo, refusals
 from heph.cli.main import JSON_OPTION, cli
 from heph.cli.project import CliError, find_config, load_project
 
@@ -76,7 +76,7 @@ def db_migrate(json_out: bool = JSON_OPTION) -> None:
         from heph.cli.project import open_storage
         from heph.runtime.storage.postgres import LATEST, redact
 
-        project = load_project(find_config(OPTIONS.config))
+        project, _ = _project(workflows=False)
         if project.storage_type != "postgres":
             raise CliError("this project stores runs in JSON files; `heph db migrate` is for storage type postgres "
                            "(storage: {type: postgres, dsn: ...} in heph.yaml, or $HEPH_DATABASE_URL)")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
 from contextlib import contextmanager
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 from typing import Iterator, List, Optional
 
 from heph.cli.project import CliError, find_config, import_workflows, load_project, read_context
-from heph.cli.text import printable
+from heph.cli.text import printable, when
 from heph.errors import HephError
 
 
@@ -101,6 +102,9 @@ def refusals(json_out: bool) -> Iterator[None]:
         raise SystemExit(2) from None
     except KeyboardInterrupt:
         raise SystemExit(130) from None
+    except BrokenPipeError:  # `heph list | head`: the reader left; nothing to say (click exits 1 too)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        raise SystemExit(1) from None
     except RecursionError:
         _refuse(json_out, "invalid_input", "the input is nested too deeply")
     except HephError as exc:
@@ -120,19 +124,12 @@ def _refuse(json_out: bool, code: str, message: str) -> None:
     raise SystemExit(1)
 
 
-_LOADED: dict = {}  # the project of this command, and whether its workflow modules are imported
-
-
 def _project(collect: bool = False, workflows: bool = True):
     """The project of ``heph.yaml`` and (``collect``) its definition problems. With ``workflows``
-    false its modules are not imported until ``_workflow`` needs one: ``show --id`` and ``list``
-    read stored runs without running the project's code."""
+    false its modules are not imported: ``show --id`` and ``list`` without a WORKFLOW read stored
+    runs without running the project's code."""
     project = load_project(find_config(OPTIONS.config))
-    _LOADED.clear()
-    _LOADED["project"] = project
-    problems = import_workflows(project, collect=collect) if workflows else []
-    _LOADED["imported"] = workflows
-    return project, problems
+    return project, (import_workflows(project, collect=collect) if workflows else [])
 
 
 def _app(project):
@@ -144,10 +141,6 @@ def _app(project):
 
 def _workflow(name: str):
     from heph.core.workflow import lookup, registry
-
-    if not _LOADED.get("imported", True):
-        import_workflows(_LOADED["project"])
-        _LOADED["imported"] = True
 
     cls = lookup(name)
     if cls is None:
@@ -205,10 +198,16 @@ def _describe(inst, verb: str) -> str:
     if inst.status == "waiting":
         line += f", waiting on {', '.join(inst.waiting)}"
         if inst.next_due_at:
-            line += f" (next due {inst.next_due_at:%Y-%m-%d %H:%M:%S} UTC)"
+            line += f" (next due {when(inst.next_due_at)} UTC)"
     if inst.error:
         line += f" in step {inst.error.get('step')}: {inst.error.get('message')}"
     return printable(line)
+
+
+def _terminal() -> bool:
+    """Whether show and list draw with rich (in colour): on a terminal, or when ``FORCE_COLOR``
+    asks for colour in a pipe, as rich itself reads it; else plain text without importing rich."""
+    return sys.stdout.isatty() or bool(os.environ.get("FORCE_COLOR"))
 
 
 def _emit(json_out: bool, data, text: str) -> None:
@@ -290,41 +289,44 @@ def show(workflow: Optional[str] = None, value: Optional[str] = None, full_id: O
          run: Optional[str] = None, json_out: bool = False) -> None:
     """Show status, waiting steps and timers, context, runtime metadata, history and error."""
     with refusals(json_out):
-        project, _ = _project(workflows=False)
+        project, _ = _project(workflows=workflow is not None)
         instance_id, cls = _target(workflow, value, full_id)
         from heph.runtime.app import pick_run
 
         runs = _app(project).runs(instance_id, workflow=cls)  # read once: the shown run is one of them
-        inst = pick_run(runs, instance_id, cls.__heph_workflow_name__ if cls else None)
-        if run is not None:
+        name = cls.__heph_workflow_name__ if cls else None
+        if run is None:
+            inst = pick_run(runs, instance_id, name)
+        else:
             chosen = [r for r in runs if r.run == run]
             if not chosen:
+                pick_run(runs, instance_id, name)  # no run at all: "no instance ..."
                 raise CliError(f"{instance_id} has no run {run!r}; runs: {', '.join(r.run for r in runs)}")
             inst = chosen[0]
         if json_out:
             echo(json.dumps({**inst.to_dict(), "runs": [r.run for r in runs]}, ensure_ascii=False))
-        elif not sys.stdout.isatty():
+        elif not _terminal():
             from heph.cli import plain
 
             plain.show(echo, inst, runs=len(runs))
         else:
             from heph.cli import render
 
-            render.show(render.console(wide=True), inst, runs=len(runs))
+            render.show(render.console(), inst, runs=len(runs))
 
 
 def list_(workflow: Optional[str] = None, status: Optional[List[str]] = None, full_id: Optional[str] = None,
           version: Optional[int] = None, limit: int = 50, json_out: bool = False) -> None:
     """List instances, newest first."""
     with refusals(json_out):
-        project, _ = _project(workflows=False)
+        project, _ = _project(workflows=workflow is not None)
         if workflow is not None:
             _workflow(workflow)
         found = _app(project).list(workflow=workflow, status_in=status or None, id=full_id, version=version, limit=limit)
         more = " (--limit reached)" if len(found) == limit else ""
         if json_out:
             echo(json.dumps({"instances": [_summary(i) for i in found]}))
-        elif not sys.stdout.isatty():
+        elif not _terminal():
             from heph.cli import plain
 
             plain.list_table(echo, found)
@@ -332,7 +334,7 @@ def list_(workflow: Optional[str] = None, status: Optional[List[str]] = None, fu
         else:
             from heph.cli import render
 
-            out = render.console(wide=True)
+            out = render.console()
             out.print(render.list_table(found))
             out.print(f"{len(found)} instance(s){more}", style="dim")
 

@@ -139,11 +139,5 @@ def run() -> None:
     from heph.cli import commands
 
     commands.configure(call.config, call.debug)
-    try:
-        getattr(commands, FUNCTIONS.get(call.command, call.command))(**call.kwargs)
-    except BrokenPipeError:  # `heph list | head`: the reader left (click exits 1 too)
-        import os
-
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
-        raise SystemExit(1) from None
+    getattr(commands, FUNCTIONS.get(call.command, call.command))(**call.kwargs)  # refusals exit non-zero
     raise SystemExit(0)

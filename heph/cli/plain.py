@@ -6,6 +6,7 @@ The same boxes as rich draws on a terminal, without colour and without importing
 
 from __future__ import annotations
 
+import sys
 import unicodedata
 from typing import Callable, Iterable, Sequence
 
@@ -14,6 +15,18 @@ from heph.cli.text import printable
 from heph.core.instance import Instance
 
 Write = Callable[[str], None]
+_ASCII_BOXES = str.maketrans("┏┳┓┡╇┩└┴┘╭╮╰╯━─┃│", "+++++++++++++=-||")
+
+
+def _fit(text: str) -> str:
+    """``text`` as stdout can carry it: when its encoding cannot (an ASCII or cp1252 pipe, say),
+    boxes are drawn in ASCII and other characters it lacks are written as escapes."""
+    encoding = getattr(sys.stdout, "encoding", None) or "utf-8"
+    try:
+        text.encode(encoding)
+        return text
+    except UnicodeEncodeError:
+        return text.translate(_ASCII_BOXES).encode(encoding, "backslashreplace").decode(encoding)
 
 
 def width(text: str) -> int:
@@ -71,9 +84,9 @@ def show(write: Write, inst: Instance, runs: int = 1) -> None:
     if inst.error:
         title, line, trace = text.error_texts(inst)
         out += panel(f"{line}\n{trace}" if trace else line, title)
-    write("\n".join(out))
+    write(_fit("\n".join(out)))
 
 
 def list_table(write: Write, instances: list[Instance]) -> None:
     """One row per instance: id, workflow, version, status, waiting steps, next due time, updated."""
-    write("\n".join(table(text.LIST_COLUMNS, text.list_rows(instances))))
+    write(_fit("\n".join(table(text.LIST_COLUMNS, text.list_rows(instances)))))

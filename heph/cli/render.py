@@ -16,11 +16,11 @@ STATUS_STYLES = {
 PIPED_TABLE_WIDTH = 200
 
 
-def console(stderr: bool = False, wide: bool = False):
+def console(wide: bool = False):
     """A rich console; ``wide`` tables written to a pipe get room for whole rows (not 80 columns)."""
     from rich.console import Console
 
-    out = Console(stderr=stderr, highlight=False, soft_wrap=False)
+    out = Console(highlight=False, soft_wrap=False)
     if wide and not out.is_terminal and "COLUMNS" not in os.environ:
         out.width = max(out.width, PIPED_TABLE_WIDTH)
     return out

@@ -66,8 +66,8 @@ def _strip_comment(line: str) -> str:
 def _entry(body: str) -> tuple[str, object]:
     """``key:`` (value None: a block follows) or ``key: scalar``."""
     key, sep, rest = body.partition(":")
-    if not sep or not _KEY.match(key) or (rest and not rest.startswith(" ")):
-        raise NotSimple("not a 'key: value' line")
+    if not sep or not _KEY.match(key) or (rest and not rest.startswith(" ")) or key.lower() in _SPECIAL:
+        raise NotSimple("not a 'key: value' line with a plain text key")
     rest = rest.strip()
     return key, (_scalar(rest) if rest else None)
 

@@ -145,7 +145,6 @@ class Hephaestus:
         if not self.storage.exists(instance_id):
             pick_run([], instance_id, name)
 
-
     def _name(self, workflow: Any) -> str | None:
         return None if workflow is None else self._workflow(workflow).__heph_workflow_name__
 

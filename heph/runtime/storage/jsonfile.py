@@ -532,13 +532,8 @@ class JsonFileStorage(Storage):
     def interrupted(self) -> list[RunRef]:
         if not self._index_ready():
             return []
-        refs = set()
-        for status in ("pending", "running"):
-            for name in self._listdir(self.index / "status" / status):
-                parsed = _status_marker(name)
-                if parsed is not None and _valid_id(_id_from_dir(parsed[1])):
-                    refs.add(RunRef(_id_from_dir(parsed[1]), parsed[0]))
-        return sorted(refs)
+        names = [name for status in ("pending", "running") for name in self._listdir(self.index / "status" / status)]
+        return sorted(RunRef(instance_id, run) for instance_id, run in _as_ids(names))
 
     # -- maintenance -------------------------------------------------------------
 
@@ -548,10 +543,8 @@ class JsonFileStorage(Storage):
         for status in STATUSES:
             _make_dirs(self.index / "status" / status, self.root)
         _make_dirs(self.index / "due", self.root)
-        from filelock import FileLock
-
         stats = {"instances": 0, "added": 0, "removed": 0, "corrupt": 0}
-        with FileLock(self.index / ".lock", mode=0o600, preserve_lock_file=True):
+        with InstanceLock(self.index / ".lock", timeout=-1):  # one rebuild at a time; wait as long as it takes
             existing: dict[str, set[str]] = {}  # id dir -> its markers; older formats' names own nothing
             strays: list[str] = []
             for sub in ["due"] + [f"status/{s}" for s in STATUSES]:
