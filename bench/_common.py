@@ -30,7 +30,6 @@ if str(REPO) not in sys.path:  # so `python bench/x.py` works without `pip insta
 
 from heph import ASYNC, Done, Step, Unique, Workflow  # noqa: E402
 
-
 # -- workflows used by the benchmarks ----------------------------------------------
 
 

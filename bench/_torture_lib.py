@@ -212,8 +212,9 @@ def _emit_line(data: dict) -> None:
 def api_worker(project: Path, names: list[str], seconds: float, seed: int) -> None:
     """Random start/resume/cancel/retry/tick/list/get calls through ``heph.Hephaestus`` for ``seconds``."""
     sys.path.insert(0, str(project))
-    import heph
     import torture_flows  # noqa: F401  (registers the workflow)
+
+    import heph
 
     rng = random.Random(seed)
     app = heph.Hephaestus(storage=heph.JsonFileStorage(project / ".heph", lock_timeout=20))
@@ -262,8 +263,9 @@ def settle_worker(project: Path) -> None:
     """One pass without crash injection: resume every waiting async step, retry every failed
     newest run, then tick. Prints ack lines like the API worker."""
     sys.path.insert(0, str(project))
-    import heph
     import torture_flows  # noqa: F401
+
+    import heph
 
     app = heph.Hephaestus(storage=heph.JsonFileStorage(project / ".heph", lock_timeout=60))
     instances = project / ".heph" / "instances"

@@ -53,9 +53,8 @@ class HephSide:
 
 class DbosSide:
     def __init__(self, directory, poll_seconds: float | None):
-        from dbos import DBOS
-
         import _dbos_flows as flows
+        from dbos import DBOS
 
         self.DBOS, self.flows = DBOS, flows
         flows.launch(directory, poll_seconds)

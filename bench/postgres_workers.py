@@ -54,9 +54,10 @@ class BenchTimer(Workflow):
 
 def seed_timers(store, count: int) -> None:
     """``count`` waiting instances whose timer is already due, written with one COPY."""
+    from psycopg.types.json import Jsonb
+
     import heph
     from heph.runtime.clock import ManualClock
-    from psycopg.types.json import Jsonb
 
     past = datetime.now(timezone.utc) - timedelta(hours=1)
     app = heph.Hephaestus(storage=store, clock=ManualClock(past))

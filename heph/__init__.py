@@ -6,6 +6,7 @@ storages, clocks, telemetry) loads on first use, so importing a workflow module
 stays cheap.
 """
 
+from heph.core.current import current_app, use
 from heph.core.definition import Dynamic, Unique
 from heph.core.instance import Context, HistoryEntry, Instance
 from heph.core.steps import ASYNC, Debug, Done, Error, Retry, Step, Wait, WaitForEvent
@@ -28,8 +29,6 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "Hephaestus": "heph.runtime.app",
-    "current_app": "heph.runtime.app",
-    "use": "heph.runtime.app",
     "ManualClock": "heph.runtime.clock",
     "SystemClock": "heph.runtime.clock",
     "Storage": "heph.runtime.storage.base",
@@ -43,7 +42,8 @@ __all__ = [
     "ASYNC", "AlreadyRunning", "Context", "Debug", "Done", "Dynamic", "Error", "HephError",
     "HistoryEntry", "Instance", "InstanceNotFound", "InvalidContext", "InvalidEvent", "InvalidId",
     "InvalidVersion", "NotCancellable", "NotRetryable", "Retry", "Step", "StorageError", "Unique",
-    "VersionedWorkflow", "Wait", "WaitForEvent", "Workflow", "WorkflowDefinitionError", *_LAZY,
+    "VersionedWorkflow", "Wait", "WaitForEvent", "Workflow", "WorkflowDefinitionError", "current_app", "use",
+    *_LAZY,
 ]
 
 

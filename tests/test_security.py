@@ -12,9 +12,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from cli_helpers import assert_refused, assert_same_snapshot, cli_env, snapshot
+from cli_helpers import heph as run_heph
 
 import heph
-from cli_helpers import assert_refused, assert_same_snapshot, cli_env, heph as run_heph, snapshot
 
 REPO = Path(__file__).resolve().parent.parent
 FLOWS = '''\

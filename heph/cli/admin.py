@@ -8,7 +8,8 @@ import typer
 
 from heph.cli.commands import _emit, _project, echo, refusals
 from heph.cli.main import JSON_OPTION, cli
-from heph.cli.project import CliError, find_config, load_project
+from heph.cli.project import find_config, load_project
+from heph.errors import CliError
 
 
 @cli.command()
@@ -106,7 +107,7 @@ def storage_copy(
     """Copy every run of this project's store into the store of another heph.yaml, verified by checksums."""
     with refusals(json_out):
         from heph.cli.project import open_storage
-        from heph.runtime.storage.copy import copy_runs
+        from heph.runtime.storage.transfer import copy_runs
 
         project, _ = _project()
         target_config = find_config(to)

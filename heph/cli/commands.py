@@ -17,9 +17,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Iterator, List, Optional
 
-from heph.cli.project import CliError, find_config, import_workflows, load_project, read_context
+from heph.cli.project import find_config, import_workflows, load_project, read_context
 from heph.cli.text import printable, when
-from heph.errors import HephError
+from heph.errors import CliError, HephError, UsageError
 
 
 @dataclass
@@ -31,10 +31,6 @@ class Options:
 
 
 OPTIONS = Options()
-
-
-class UsageError(Exception):
-    """Wrong arguments: printed as a usage error, exit 2."""
 
 
 def echo(text: str, err: bool = False, nl: bool = True) -> None:

@@ -11,7 +11,7 @@ import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
-from heph.errors import HephError
+from heph.errors import CliError
 
 CONFIG_NAME = "heph.yaml"
 MAX_CONFIG_BYTES = 1024 * 1024
@@ -20,12 +20,6 @@ _MODULE_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*\Z")
 _KNOWN_KEYS = {"workflows", "storage"}
 _STORAGE_KEYS = {"json": {"type", "path", "lock_timeout"}, "postgres": {"type", "dsn", "schema", "lock_timeout"}}
 DATABASE_URL_ENV = "HEPH_DATABASE_URL"
-
-
-class CliError(HephError):
-    """A refused command: one line for stderr."""
-
-    code = "refused"
 
 
 @dataclass

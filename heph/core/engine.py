@@ -70,6 +70,7 @@ def new_instance(definition: WorkflowDefinition, instance_id: str, initial: dict
         created_at=now,
         updated_at=now,
         active=[_entry(start.key, start.config)],
+        scope=definition.unique.scope if definition.unique is not None else "workflow",
     )
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import re
 
+from heph.errors import InvalidId
+
 KEY_RE = re.compile(r"[a-z0-9]+\Z")
 _PLAIN_VALUE_RE = re.compile(r"[a-z0-9]+\Z")
 _UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z")
@@ -14,10 +16,8 @@ SEPARATOR = "::"
 
 
 def _invalid(what: str, given: object, rule: str):
-    from heph.errors import InvalidId
-
     shown = repr(given) if len(repr(given)) <= 60 else repr(given)[:57] + "...'"
-    return InvalidId(f"invalid {what} {shown}: {rule}")
+    return InvalidId(f"invalid {what} {shown}: {rule}", given=given)
 
 
 def check_key(key: object) -> str:

@@ -7,11 +7,14 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+from heph.core.definition import SCOPES
+from heph.core.uniqueness import scope_of_id
+
 FORMAT_VERSION = 1
 STATUSES = ("pending", "running", "waiting", "completed", "failed", "cancelled")
 ACTIVE_STATUSES = ("pending", "running", "waiting")
 OUTCOMES = ("completed", "async", "resumed", "failed", "cancelled")
-HEAD_FIELDS = ("format", "id", "run", "workflow", "version", "status", "created_at", "updated_at", "next_due_at",
+HEAD_FIELDS = ("format", "id", "run", "workflow", "version", "scope", "status", "created_at", "updated_at", "next_due_at",
                "context", "runtime_metadata", "active", "waits", "arrived", "completed", "failed", "error", "lease")
 
 
@@ -89,7 +92,8 @@ class Instance:
     ``waits`` maps each paused step to ``{"kind": "event"|"timer"|"retry", "config", "attempt",
     "first_attempt", "since", "due_at"}``; ``arrived`` holds join targets reached by some but
     not yet all branches; ``failed`` is the step to re-run on ``retry``. ``run`` identifies
-    this run among the runs that shared the id over time.
+    this run among the runs that shared the id over time. ``scope`` is the uniqueness scope
+    of its workflow when the run was created (``heph.core.uniqueness`` reads it).
     """
 
     id: str
@@ -109,6 +113,7 @@ class Instance:
     history: list[HistoryEntry] = field(default_factory=list)
     error: dict | None = None
     lease: dict | None = None
+    scope: str = "workflow"
 
     @property
     def waiting(self) -> list[str]:
@@ -152,6 +157,7 @@ class Instance:
             history=list(self.history),
             error=self.error,
             lease=self.lease,
+            scope=self.scope,
         )
 
     def deepcopy(self) -> Instance:
@@ -160,7 +166,7 @@ class Instance:
 
     def head(self) -> tuple:
         """The values of ``HEAD_FIELDS`` — the document ``to_dict`` makes, but for the history."""
-        return (FORMAT_VERSION, self.id, self.run, self.workflow, self.version, self.status,
+        return (FORMAT_VERSION, self.id, self.run, self.workflow, self.version, self.scope, self.status,
                 to_iso(self.created_at), to_iso(self.updated_at), to_iso(self.next_due_at),
                 {"initial": self.context.initial, "steps": self.context.steps}, self.runtime_metadata,
                 self.active, self.waits, self.arrived, self.completed, self.failed, self.error, self.lease)
@@ -184,11 +190,13 @@ class Instance:
             context = data["context"]
             if not isinstance(context, dict):
                 raise ValueError("context must be an object")
+            instance_id = _str(data["id"], "id")
             return cls(
-                id=_str(data["id"], "id"),
+                id=instance_id,
                 run=_str(data["run"], "run"),
                 workflow=_str(data["workflow"], "workflow"),
                 version=_int(data["version"], "version"),
+                scope=_choice(data.get("scope", scope_of_id(instance_id)), SCOPES, "scope"),
                 status=_choice(data["status"], STATUSES, "status"),
                 created_at=from_iso(_str(data["created_at"], "created_at")),  # type: ignore[arg-type]
                 updated_at=from_iso(_str(data["updated_at"], "updated_at")),  # type: ignore[arg-type]

@@ -5,16 +5,11 @@ from __future__ import annotations
 import math
 from datetime import date, datetime, time
 
+from heph.errors import NotJsonSafe
+
+__all__ = ["NotJsonSafe", "is_json_safe", "json_safe_problem", "to_json"]
+
 MAX_DEPTH = 200
-
-
-class NotJsonSafe(ValueError):
-    """A value cannot be stored as JSON; ``path`` names where it sits (``amount``, ``items[2]``)."""
-
-    def __init__(self, path: str, reason: str):
-        self.path = path
-        self.reason = reason
-        super().__init__(f"{path or 'value'}: {reason}")
 
 
 def to_json(value: object, path: str = "", depth: int = 0) -> object:

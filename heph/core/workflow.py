@@ -8,8 +8,10 @@ import sys
 from typing import Any, ClassVar
 
 from heph.core import validation
+from heph.core.current import FacadeApp, current_app
 from heph.core.definition import Unique, WorkflowDefinition
-from heph.errors import InvalidVersion, WorkflowDefinitionError
+from heph.core.ids import build_id, check_id, parse_id
+from heph.errors import InvalidId, InvalidVersion, WorkflowDefinitionError
 
 _REGISTRY: dict[str, type] = {}
 _collected: list[WorkflowDefinitionError] | None = None
@@ -30,8 +32,7 @@ class collect_errors:
 
 
 def _fail(cls: type, problems: builtins.list[str]) -> None:
-    error = WorkflowDefinitionError(cls.__qualname__, problems)
-    error.file, error.line = cls.__heph_file__, cls.__heph_line__  # type: ignore[attr-defined]
+    error = WorkflowDefinitionError(cls.__qualname__, problems, cls.__heph_file__, cls.__heph_line__)  # type: ignore[attr-defined]
     if _collected is None:
         raise error
     _collected.append(error)
@@ -92,9 +93,7 @@ class _Facade:
     metadata: ClassVar[dict] = {}
 
     @classmethod
-    def _app(cls):
-        from heph.runtime.app import current_app
-
+    def _app(cls) -> FacadeApp:
         return current_app()
 
     @classmethod
@@ -130,11 +129,6 @@ class _Facade:
     @classmethod
     def instance_id(cls, value: str) -> str:
         """``key::value`` for this workflow; with scope ``none`` pass the full id instead."""
-        from heph.core.ids import build_id, check_id
-
-        from heph.core.ids import parse_id
-        from heph.errors import InvalidId
-
         unique = cls.__heph_unique__
         if unique.scope == "none" or "::" in str(value):
             key = parse_id(value)[0]

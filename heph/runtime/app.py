@@ -12,9 +12,9 @@ from typing import Any, Iterable
 from heph.core import engine
 from heph.core.definition import WorkflowDefinition
 from heph.core.ids import build_id, new_suffix, parse_id
-from heph.core.steps import Done
 from heph.core.instance import STATUSES, Instance
 from heph.core.jsonsafe import NotJsonSafe, to_json
+from heph.core.steps import Done
 from heph.core.workflow import lookup
 from heph.errors import (
     AlreadyRunning,
@@ -31,21 +31,6 @@ from heph.runtime.telemetry import emit, listening
 log = logging.getLogger("heph")
 
 MAX_CONTEXT_BYTES = 2 * 1024 * 1024
-_current: Hephaestus | None = None
-
-
-def use(app: Hephaestus | None) -> Hephaestus | None:
-    """Make ``app`` the default app of the workflow facades (``None`` removes it); returns it."""
-    global _current
-    _current = app
-    return app
-
-
-def current_app() -> Hephaestus:
-    """The app set with ``heph.use``; ``HephError`` if there is none."""
-    if _current is None:
-        raise HephError("no heph app is in use: call heph.use(heph.Hephaestus(storage=...)) first")
-    return _current
 
 
 _last_run = {"at": datetime.min.replace(tzinfo=timezone.utc)}

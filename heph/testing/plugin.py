@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from heph.runtime import app as app_module
+from heph.core.current import in_use, use
 from heph.testing.kit import memory_app
 
 
@@ -12,10 +12,10 @@ from heph.testing.kit import memory_app
 def heph_app():
     """An in-memory ``Hephaestus`` with a ``ManualClock`` (``heph_app.clock``), installed with
     ``heph.use`` for the facades and removed afterwards."""
-    previous = app_module._current
+    previous = in_use()
     app = memory_app()
-    app_module.use(app)
+    use(app)
     try:
         yield app
     finally:
-        app_module.use(previous)
+        use(previous)

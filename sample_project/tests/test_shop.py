@@ -4,11 +4,12 @@ The ``heph_app`` fixture comes from heph's pytest plugin: an in-memory app with 
 manual clock, installed for the workflow facades and removed after the test.
 """
 
-from heph import ASYNC
-from heph.testing import assert_path, run_step, run_to_completion
 from shop.fulfilment import Fulfilment, PrintLabel
 from shop.payments import PaymentFlow
 from shop.reminders import ReminderFlow, SendWelcome
+
+from heph import ASYNC
+from heph.testing import assert_path, run_step, run_to_completion
 
 
 def test_the_reminder_is_sent_an_hour_later(heph_app):

@@ -2,15 +2,20 @@
 
 An instance id (``orderid::order42``) may have several *runs* over time: a new
 run may start once the previous one has finished. Each run is one record.
+
+Every capability the runtime uses is declared here. The abstract methods are what an
+adapter must write; the others have defaults that are correct for a store used from one
+host (adapters shared by many workers, such as PostgreSQL, override them).
 """
 
 from __future__ import annotations
 
+import time
 from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Iterable
 
 from heph.core.instance import Instance
 
@@ -32,6 +37,10 @@ class Session(ABC):
     durable at the latest when the session closes: a crash after the close never
     loses it; a crash before may leave any earlier record of the session instead.
     Closing raises ``StorageError`` if the writes cannot be made durable.
+
+    Uniqueness: ``insert`` and ``update`` refuse, with ``AlreadyRunning`` and nothing
+    written, an active run that ``heph.core.uniqueness.conflicts`` with another active run
+    of the id (the scope each run stores decides; the adapter needs no workflow).
     """
 
     @abstractmethod
@@ -40,20 +49,26 @@ class Session(ABC):
 
     @abstractmethod
     def insert(self, instance: Instance) -> None:
-        """Store a new run (``instance.run`` not used before for this id)."""
+        """Store a new run (``instance.run`` not used before for this id: else ``StorageError``);
+        ``AlreadyRunning`` if it is active and conflicts with another active run."""
 
     @abstractmethod
     def update(self, instance: Instance) -> None:
-        """Replace the stored run ``instance.run`` with ``instance``."""
+        """Replace the stored run ``instance.run`` with ``instance`` (``StorageError`` if there is
+        none); ``AlreadyRunning`` if it is active and conflicts with another active run."""
 
 
 class Storage(ABC):
     """Where instances live. Adapters implement sessions (locking) and indexed queries."""
 
     @abstractmethod
-    def session(self, instance_id: str, timeout: float | None = None) -> AbstractContextManager[Session]:
+    def session(self, instance_id: str, timeout: float | None = None, *,
+                must_exist: bool = False) -> AbstractContextManager[Session]:
         """Open a ``Session`` on ``instance_id``, waiting at most ``timeout`` seconds
-        (None: the adapter's default) for other sessions; ``StorageError`` on timeout."""
+        (None: the adapter's default) for other sessions; ``InstanceBusy`` (a ``StorageError``)
+        on timeout. With ``must_exist`` the caller only works on existing runs: when the id
+        has none, the adapter may raise ``InstanceNotFound`` instead of opening the session,
+        and must then leave nothing behind (no lock file, no row)."""
 
     @abstractmethod
     def runs(self, instance_id: str) -> list[Instance]:
@@ -61,7 +76,8 @@ class Storage(ABC):
         read whole: never a half-written one). Corrupt records raise ``StorageError``."""
 
     def exists(self, instance_id: str) -> bool:
-        """Whether ``instance_id`` has any run (adapters answer without reading the runs)."""
+        """Whether ``instance_id`` has any run. This default reads the runs; adapters
+        override it to answer from their index or directory listing alone."""
         return bool(self.runs(instance_id))
 
     @abstractmethod
@@ -89,6 +105,33 @@ class Storage(ABC):
     def interrupted(self) -> list[RunRef]:
         """Runs stored as pending or running: candidates for recovery (callers re-check
         under a session; a run whose owner is alive is busy)."""
+
+    # -- sharing work among workers (defaults: one host, nothing to share) ----------------
+
+    def claim_due(self, now: datetime, limit: int = 100, owner: str = "") -> list[RunRef]:
+        """Up to ``limit`` due runs, claimed for ``owner`` so that concurrent workers get
+        disjoint batches. Claims are hints (callers still fire under a session) that expire
+        or are dropped by ``release_claims``; a write of a run clears its claim. This default
+        claims nothing: it returns the first ``limit`` of ``due(now)``."""
+        return self.due(now)[:limit]
+
+    def release_claims(self, owner: str, refs: Iterable[RunRef] | None = None) -> int:
+        """Drop the claims ``owner`` still holds (only among ``refs``, if given); return how
+        many. The default holds no claims: 0."""
+        return 0
+
+    def due_batches(self, now: datetime, batch: int = 100) -> Iterator[RunRef]:
+        """Every run due at ``now`` for this caller, as ``tick`` walks them. Adapters shared by
+        several workers claim them ``batch`` at a time and release the unused claims at the end;
+        this default yields ``due(now)``."""
+        yield from self.due(now)
+
+    def wait_for_work(self, timeout: float) -> bool:
+        """Sleep at most ``timeout`` seconds; True as soon as a timer or retry may be due (an
+        adapter that can be notified wakes early), False when the time ran out. This default
+        sleeps the whole ``timeout`` and returns False (the caller polls)."""
+        time.sleep(max(0.0, timeout))
+        return False
 
     def close(self) -> None:
         """Release resources (connections, file handles)."""

@@ -174,7 +174,8 @@ def _fsync_dir(path: str | os.PathLike) -> None:
 
 _compact = json.JSONEncoder(ensure_ascii=False, separators=(", ", ": ")).encode
 try:  # CPython's C encoder, built once: JSONEncoder.encode builds one per call
-    from json.encoder import c_make_encoder as _c_make_encoder, encode_basestring as _encode_basestring
+    from json.encoder import c_make_encoder as _c_make_encoder
+    from json.encoder import encode_basestring as _encode_basestring
 
     _c_encode = _c_make_encoder(None, json.JSONEncoder().default, _encode_basestring, None, ": ", ", ",
                                 False, False, True)

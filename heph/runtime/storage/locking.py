@@ -14,14 +14,12 @@ from __future__ import annotations
 
 import os
 
+from heph.errors import LockTimeout
+
 try:
     import fcntl
 except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
-
-
-class LockTimeout(Exception):
-    """The lock was still held by someone else when the timeout ran out."""
 
 
 class InstanceLock:
@@ -56,7 +54,7 @@ class InstanceLock:
         try:
             waiting.acquire()
         except Timeout:
-            raise LockTimeout(f"{self.path} is held by another process") from None
+            raise LockTimeout(path=self.path) from None
         self._waited = waiting
 
     def release(self) -> None:

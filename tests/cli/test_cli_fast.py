@@ -26,9 +26,11 @@ except ImportError:  # pragma: no cover - older typer, with click installed besi
     from click.core import Context
     from click.exceptions import Abort, Exit, UsageError
 
+from cli_helpers import ANSI, cli_env, make_project, ok, table_rows
+from cli_helpers import heph as run_heph
+
 from heph.cli import fast
 from heph.cli.main import cli
-from cli_helpers import ANSI, cli_env, heph as run_heph, make_project, ok, table_rows
 
 ROOT = typer.main.get_command(cli)
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 import yaml
+from cli_helpers import SAMPLE
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from heph.cli.simpleyaml import NotSimple, parse
-from cli_helpers import SAMPLE
 
 
 def agrees(text: str) -> bool:

@@ -1,4 +1,4 @@
-"""Copy every run from one store to another (JSON files -> PostgreSQL and back), verified.
+"""Transfer every run from one store to another (JSON files -> PostgreSQL and back), verified.
 
 Each run is compared by a checksum: sha256 of the canonical JSON (sorted keys, no spaces)
 of its ``Instance.to_dict()``. A run already in the target with the same checksum is left
@@ -14,14 +14,8 @@ import json
 from collections import defaultdict
 
 from heph.core.instance import Instance
-from heph.errors import AlreadyRunning, HephError, StorageError
+from heph.errors import AlreadyRunning, CopyConflict, StorageError
 from heph.runtime.storage.base import Storage
-
-
-class CopyConflict(HephError):
-    """The target already holds a run with the same id and run but different content."""
-
-    code = "copy_conflict"
 
 
 def checksum(instance: Instance) -> str:
@@ -52,7 +46,7 @@ def copy_runs(source: Storage, target: Storage) -> dict:
         for instance in mine:
             other = theirs.get(instance.run)
             if other is None:
-                if instance.is_active and any(t.is_active and _clash(instance, t) for t in theirs.values()):
+                if any(conflicts(instance, t) for t in theirs.values()):
                     conflicts.append(f"{instance_id} is active in the target under another run")
             elif checksum(other) != sums[(instance_id, instance.run)]:
                 conflicts.append(f"run {instance.run} of {instance_id} differs in the target")
@@ -92,16 +86,6 @@ def copy_runs(source: Storage, target: Storage) -> dict:
         "verified": verified,
         "checksum": store_checksum(sums),
     }
-
-
-def _clash(a: Instance, b: Instance) -> bool:
-    """Whether two active runs of one id break ``a``'s workflow's uniqueness scope."""
-    from heph.runtime.storage.postgres import unique_scope
-
-    scope = unique_scope(a.workflow)
-    if scope == "version":
-        return a.workflow == b.workflow and a.version == b.version
-    return scope in ("global", "none") or a.workflow == b.workflow
 
 
 def store_checksum(sums: dict[tuple[str, str], str]) -> str:

@@ -9,6 +9,7 @@ from decimal import Decimal
 from uuid import UUID
 
 import pytest
+from _core_helpers import NOW, define, make_step, run, start
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -27,8 +28,6 @@ from heph.core.instance import (
 )
 from heph.core.jsonsafe import MAX_DEPTH, NotJsonSafe, is_json_safe, to_json
 from heph.core.validation import json_safe_problem
-
-from _core_helpers import NOW, define, make_step, run, start
 
 # -- strategies --------------------------------------------------------------------------------
 

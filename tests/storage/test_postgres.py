@@ -34,18 +34,19 @@ try:
 except psycopg.Error as exc:  # pragma: no cover - depends on the machine
     pytest.skip(f"no PostgreSQL server at {DSN}: {str(exc).strip().splitlines()[0]}", allow_module_level=True)
 
+from cli_helpers import assert_refused, cli_env, make_project, ok, ok_json  # noqa: E402
+from cli_helpers import heph as run_heph
+
 import heph  # noqa: E402
 from heph import AlreadyRunning, Done, Retry, Step, StorageError, Unique, Wait, WaitForEvent, Workflow  # noqa: E402
 from heph.runtime.clock import ManualClock  # noqa: E402
 from heph.runtime.storage.base import RunRef  # noqa: E402
-from heph.runtime.storage.copy import checksums, copy_runs, store_checksum  # noqa: E402
 from heph.runtime.storage.jsonfile import JsonFileStorage  # noqa: E402
 from heph.runtime.storage.postgres import LATEST, PostgresStorage  # noqa: E402
+from heph.runtime.storage.transfer import checksums, copy_runs, store_checksum  # noqa: E402
 from heph.testing.conformance import StorageConformance, make_instance  # noqa: E402
 
-from cli_helpers import assert_refused, cli_env, heph as run_heph, make_project, ok, ok_json  # noqa: E402
-
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 _SCHEMAS: list[str] = []
 
 

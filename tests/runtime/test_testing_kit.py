@@ -4,7 +4,7 @@ import pytest
 
 import heph
 from heph import ASYNC, Done, Step, Unique, Wait, Workflow
-from heph.runtime import app as app_module
+from heph.core.current import in_use
 from heph.testing import assert_path, memory_app, path, run_step, run_to_completion, steps_taken
 
 
@@ -37,7 +37,7 @@ def test_the_fixture_installs_an_in_memory_app_and_removes_it(heph_app):
 
 
 def test_the_fixture_leaves_no_app_behind():
-    assert app_module._current is None
+    assert in_use() is None
 
 
 def test_run_to_completion_skips_time_and_feeds_events(heph_app):

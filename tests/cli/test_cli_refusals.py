@@ -10,7 +10,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from cli_helpers import (
     assert_refused,
     assert_same_snapshot,

@@ -11,8 +11,8 @@ import time
 from pathlib import Path
 
 import pytest
-
-from cli_helpers import cli_env, heph as run_heph
+from cli_helpers import cli_env
+from cli_helpers import heph as run_heph
 
 FLOWS = '''\
 import os

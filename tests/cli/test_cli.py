@@ -14,7 +14,6 @@ import threading
 from pathlib import Path
 
 import pytest
-
 from cli_helpers import (
     ANSI,
     SAMPLE,

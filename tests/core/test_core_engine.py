@@ -8,6 +8,7 @@ from decimal import Decimal
 from uuid import UUID
 
 import pytest
+from _core_helpers import NOW, define, executed, make_step, run, start
 
 from heph import (
     ASYNC,
@@ -25,8 +26,6 @@ from heph import (
 )
 from heph.core import engine
 from heph.core.engine import Completed, Failed, Paused
-
-from _core_helpers import NOW, define, executed, make_step, run, start
 
 SECOND = timedelta(seconds=1)
 

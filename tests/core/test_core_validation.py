@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 
 import pytest
+from _core_helpers import make_step
 
 from heph import (
     Debug,
@@ -25,8 +26,6 @@ from heph.core import validation
 from heph.core.definition import Target
 from heph.core.steps import snake_case, step_key
 from heph.core.workflow import WorkflowMeta, lookup, registry
-
-from _core_helpers import make_step
 
 A = make_step("A", ["ok"])
 B = make_step("B", ["ok"])

@@ -25,7 +25,7 @@ from heph.runtime.storage.jsonfile import JsonFileStorage, read_instance
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="uses SIGKILL and POSIX file locks")
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 FLOWS = '''
 """Workflows for tests/test_multiprocess.py (imported by the children and by the test process)."""

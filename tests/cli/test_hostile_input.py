@@ -19,11 +19,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from cli_helpers import assert_refused, assert_same_snapshot, cli_env, snapshot, wait_until_due
+from cli_helpers import heph as run_heph
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 import heph
-from cli_helpers import assert_refused, assert_same_snapshot, cli_env, heph as run_heph, snapshot, wait_until_due
 from heph.core.ids import _PLAIN_VALUE_RE, _UUID_RE, parse_id
 
 FLOWS = '''\

@@ -6,13 +6,12 @@ import re
 import uuid
 
 import pytest
+from _core_helpers import define, make_step
 from hypothesis import given
 from hypothesis import strategies as st
 
 from heph import Done, HephError, InvalidId, Unique
 from heph.core.ids import MAX_VALUE_LENGTH, build_id, check_id, check_key, check_value, new_suffix, parse_id
-
-from _core_helpers import define, make_step
 
 UUID_TEXT = "123e4567-e89b-12d3-a456-426614174000"
 
