@@ -124,7 +124,7 @@ def measure(stores: dict[int, tuple[Path, dict]], runs: int) -> dict[int, dict[s
         walls[size][name].append(wall)
         peaks[size][name] = max(peaks[size][name], peak or 0)
 
-    for size, (project, built) in stores.items():  # warm-up: interpreter, heph, the sample modules
+    for project, built in stores.values():  # warm-up: interpreter, heph, the sample modules
         run_measured(heph_cmd("show", "orderflow", built["show"]), cwd=project, env=env)
     for name, argv in COMMANDS:
         repeat = 1 if name.startswith("tick (fires") else runs  # the first tick fires the due timers

@@ -1,5 +1,5 @@
 """``python -m heph``: the same as the ``heph`` command."""
 
-from heph.cli.fast import run
+from heph.cli.main import run
 
 run()

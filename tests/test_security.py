@@ -269,7 +269,7 @@ def test_heph_source_never_unpickles_evaluates_or_loads_yaml_unsafely():
     yaml_loaders = 0
     for path in sources:
         tree = ast.parse(path.read_text(), str(path))
-        where = lambda node: f"{path.relative_to(REPO)}:{node.lineno}"  # noqa: E731
+        where = lambda node, path=path: f"{path.relative_to(REPO)}:{node.lineno}"  # noqa: E731
         for node in ast.walk(tree):
             if isinstance(node, ast.Import):
                 problems += [f"{where(node)} imports {a.name}" for a in node.names

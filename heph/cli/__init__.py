@@ -1,1 +1,2 @@
-"""The ``heph`` command line: Typer commands (main), project loading (project), output (render, graph)."""
+"""The ``heph`` command line: the Typer app (app), its commands (main, admin; the work in commands),
+project loading (project), output (plain for pipes, render with rich for terminals, graph, text)."""

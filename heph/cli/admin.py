@@ -1,21 +1,21 @@
-"""Store administration commands: ``heph doctor``, ``heph db migrate``, ``heph storage copy``."""
-
-from __future__ import annotations
+"""Store administration commands: ``heph doctor``, and the ``db`` and ``storage`` groups
+(``heph db migrate``, ``heph storage copy``); ``heph.cli.main`` adds them to the app."""
 
 import json
+from typing import Annotated
 
 import typer
 
-from heph.cli.commands import _emit, _project, echo, refusals
-from heph.cli.main import JSON_OPTION, cli
-from heph.cli.project import find_config, load_project
+from heph.cli.app import JsonOption, new_typer
+from heph.cli.commands import current_project, echo, emit, refusals
+from heph.cli.project import Project, find_config, load_project, open_storage
 from heph.errors import CliError
 
 
-@cli.command()
 def doctor(
-    repair: bool = typer.Option(False, "--repair", help="Rebuild the index and move corrupt files to quarantine/."),
-    json_out: bool = JSON_OPTION,
+    repair: Annotated[bool, typer.Option(
+        "--repair", help="Rebuild the index and move corrupt files to quarantine/.")] = False,
+    json_out: JsonOption = False,
 ) -> None:
     """Check every instance file, the index, locks and leases; --repair fixes what is safe to fix."""
     with refusals(json_out):
@@ -23,7 +23,7 @@ def doctor(
         from heph.runtime.doctor import diagnose
         from heph.runtime.storage.jsonfile import JsonFileStorage
 
-        project, _ = _project()
+        project, _ = current_project()
         if project.storage_type != "json":
             raise CliError("heph doctor checks JSON-file stores; this project stores runs in PostgreSQL "
                            "(`heph db migrate` checks its schema; use `heph list` and PostgreSQL's own tools)")
@@ -65,19 +65,16 @@ def doctor(
             raise SystemExit(1)
 
 
-db_cli = typer.Typer(name="db", help="PostgreSQL storage: schema migrations.", no_args_is_help=True,
-                     add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None)
-cli.add_typer(db_cli, name="db")
+db_cli = new_typer("db", "PostgreSQL storage: schema migrations.")
 
 
 @db_cli.command("migrate")
-def db_migrate(json_out: bool = JSON_OPTION) -> None:
+def db_migrate(json_out: JsonOption = False) -> None:
     """Create or upgrade heph's tables in the project's PostgreSQL schema (safe to run again)."""
     with refusals(json_out):
-        from heph.cli.project import open_storage
         from heph.runtime.storage.postgres import LATEST, redact
 
-        project, _ = _project(workflows=False)
+        project, _ = current_project(workflows=False)
         if project.storage_type != "postgres":
             raise CliError("this project stores runs in JSON files; `heph db migrate` is for storage type postgres "
                            "(storage: {type: postgres, dsn: ...} in heph.yaml, or $HEPH_DATABASE_URL)")
@@ -87,29 +84,26 @@ def db_migrate(json_out: bool = JSON_OPTION) -> None:
             versions = [m["version"] for m in store.migrations()]
         finally:
             store.close()
-        where = f"schema {project.schema} at {redact(project.dsn)}"
+        where = f"schema {project.schema} at {redact(project.dsn or '')}"
         data = {"schema": project.schema, "applied": applied, "versions": versions, "latest": LATEST}
         text = (f"applied migration(s) {', '.join(map(str, applied))} to {where}" if applied
                 else f"{where} is up to date")
-        _emit(json_out, data, f"{text} (version {max(versions, default=0)})")
+        emit(json_out, data, f"{text} (version {max(versions, default=0)})")
 
 
-storage_cli = typer.Typer(name="storage", help="Move runs between stores.", no_args_is_help=True,
-                          add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None)
-cli.add_typer(storage_cli, name="storage")
+storage_cli = new_typer("storage", "Move runs between stores.")
 
 
 @storage_cli.command("copy")
 def storage_copy(
-    to: str = typer.Option(..., "--to", help="The heph.yaml (or its directory) of the target store."),
-    json_out: bool = JSON_OPTION,
+    to: Annotated[str, typer.Option("--to", help="The heph.yaml (or its directory) of the target store.")],
+    json_out: JsonOption = False,
 ) -> None:
     """Copy every run of this project's store into the store of another heph.yaml, verified by checksums."""
     with refusals(json_out):
-        from heph.cli.project import open_storage
         from heph.runtime.storage.transfer import copy_runs
 
-        project, _ = _project()
+        project, _ = current_project()
         target_config = find_config(to)
         target = load_project(target_config, use_env=False)  # the target is exactly what its heph.yaml says
         if _store_key(target) == _store_key(project):
@@ -121,21 +115,21 @@ def storage_copy(
             source_store.close()
             target_store.close()
         report = {"source": _store_name(project), "target": _store_name(target), **report}
-        _emit(json_out, report,
+        emit(json_out, report,
               f"copied {report['copied']} run(s) of {report['ids']} instance id(s) from {report['source']} to "
               f"{report['target']} ({report['already_present']} already there); "
               f"verified {report['verified']}/{report['runs']} checksums (sha256 {report['checksum'][:16]}...)")
 
 
-def _store_key(project) -> tuple:
+def _store_key(project: Project) -> tuple:
     if project.storage_type == "postgres":
         return ("postgres", project.dsn, project.schema)
     return ("json", str(project.storage_path.resolve()))
 
 
-def _store_name(project) -> str:
+def _store_name(project: Project) -> str:
     if project.storage_type == "postgres":
         from heph.runtime.storage.postgres import redact
 
-        return f"postgres {redact(project.dsn)} schema {project.schema}"
+        return f"postgres {redact(project.dsn or '')} schema {project.schema}"
     return f"json {project.storage_path}"

@@ -1,9 +1,9 @@
-"""The CLI's commands, free of any argument parser.
+"""The CLI's commands, free of any argument parser: ``heph.cli.main`` (the Typer app) calls these.
 
-``heph.cli.main`` (the Typer app) and ``heph.cli.fast`` (the common invocations, parsed
-without importing Typer) both call these. Every refused command prints one line on stderr
-(``--json``: ``{"error": {...}}`` on stdout too) and exits 1 (``SystemExit``); usage errors
-exit 2; ``--debug`` shows tracebacks.
+Every refused command prints one line on stderr (``--json``: ``{"error": {...}}`` on stdout
+too) and exits 1 (``SystemExit``); usage errors exit 2; ``--debug`` shows tracebacks. What a
+command does not use it does not import: the runtime, the storage adapters and rich are
+imported inside the commands that need them.
 """
 
 from __future__ import annotations
@@ -14,20 +14,21 @@ import os
 import sys
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Iterator, List, Optional
 
-from heph.cli.project import find_config, import_workflows, load_project, read_context
+from heph.cli.project import Project, find_config, import_workflows, load_project, read_context
 from heph.cli.text import printable, when
-from heph.errors import CliError, HephError, UsageError
+from heph.errors import CliError, HephError, UnknownWorkflow, UsageError
 
 
-@dataclass
 class Options:
-    """The global options (``heph --config PATH --debug COMMAND ...``)."""
+    """The global options (``heph --config PATH --debug COMMAND ...``): a plain class, not a
+    dataclass, which every invocation would pay ~0.3 ms to build."""
 
-    config: Optional[str] = None
-    debug: bool = False
+    __slots__ = ("config", "debug")
+
+    def __init__(self, config: Optional[str] = None, debug: bool = False) -> None:
+        self.config, self.debug = config, debug
 
 
 OPTIONS = Options()
@@ -80,7 +81,7 @@ def configure(config: Optional[str], debug: bool) -> None:
 def _one_line(exc: BaseException) -> str:
     text = str(exc).strip() or type(exc).__name__
     lines = text.splitlines()
-    return lines[0] if len(lines) == 1 else f"{lines[0]} {' '.join(l.strip() for l in lines[1:])}"
+    return lines[0] if len(lines) == 1 else f"{lines[0]} {' '.join(line.strip() for line in lines[1:])}"
 
 
 @contextmanager
@@ -103,10 +104,11 @@ def refusals(json_out: bool) -> Iterator[None]:
         raise SystemExit(1) from None
     except RecursionError:
         _refuse(json_out, "invalid_input", "the input is nested too deeply")
-    except HephError as exc:
-        _refuse(json_out, getattr(exc, "code", "error"), _one_line(exc))
+    except HephError as exc:  # CliError, UnknownWorkflow, InstanceNotFound, StorageError, ...: exit 1
+        _refuse(json_out, exc.code, _one_line(exc))
     except Exception as exc:
-        _refuse(json_out, "internal", f"internal error: {type(exc).__name__}: {_one_line(exc)} (rerun with --debug for the traceback)")
+        _refuse(json_out, "internal",
+                f"internal error: {type(exc).__name__}: {_one_line(exc)} (rerun with --debug for the traceback)")
 
 
 def _refuse(json_out: bool, code: str, message: str) -> None:
@@ -120,15 +122,16 @@ def _refuse(json_out: bool, code: str, message: str) -> None:
     raise SystemExit(1)
 
 
-def _project(collect: bool = False, workflows: bool = True):
-    """The project of ``heph.yaml`` and (``collect``) its definition problems. With ``workflows``
-    false its modules are not imported: ``show --id`` and ``list`` without a WORKFLOW read stored
-    runs without running the project's code."""
+def current_project(collect: bool = False, workflows: bool = True) -> tuple[Project, list[dict]]:
+    """The project of ``heph.yaml`` (``--config``) and, with ``collect``, its definition problems.
+
+    With ``workflows`` false its modules are not imported: ``show --id`` and ``list`` without a
+    WORKFLOW read stored runs without running the project's code."""
     project = load_project(find_config(OPTIONS.config))
     return project, (import_workflows(project, collect=collect) if workflows else [])
 
 
-def _app(project):
+def _app(project: Project):
     from heph.cli.project import open_storage
     from heph.runtime.app import Hephaestus
 
@@ -140,8 +143,7 @@ def _workflow(name: str):
 
     cls = lookup(name)
     if cls is None:
-        known = ", ".join(sorted(registry())) or "none"
-        raise CliError(f"unknown workflow {name!r}; this project defines: {known}")
+        raise UnknownWorkflow(workflow=name, known=sorted(registry()))
     return cls
 
 
@@ -158,7 +160,8 @@ def _target(workflow: Optional[str], value: Optional[str], full_id: Optional[str
     cls = _workflow(workflow)
     unique = cls.__heph_unique__
     if unique.scope == "none" and "::" not in value:
-        raise CliError(f"workflow {workflow} uses scope 'none': pass --id {unique.key}::{value}::<suffix> (see heph list)")
+        raise CliError(f"workflow {workflow} uses scope 'none': "
+                       f"pass --id {unique.key}::{value}::<suffix> (see heph list)")
     return (check_id(value) if "::" in value else build_id(unique.key, value)), cls
 
 
@@ -185,7 +188,8 @@ def _summary(inst) -> dict:
         "created_at": to_iso(inst.created_at), "updated_at": to_iso(inst.updated_at),
     }
     if inst.error:
-        out["error"] = {"step": inst.error.get("step"), "type": inst.error.get("type"), "message": inst.error.get("message")}
+        out["error"] = {"step": inst.error.get("step"), "type": inst.error.get("type"),
+                        "message": inst.error.get("message")}
     return out
 
 
@@ -206,7 +210,8 @@ def _terminal() -> bool:
     return sys.stdout.isatty() or bool(os.environ.get("FORCE_COLOR"))
 
 
-def _emit(json_out: bool, data, text: str) -> None:
+def emit(json_out: bool, data: object, text: str) -> None:
+    """Print ``data`` as JSON (``--json``), else ``text``."""
     echo(json.dumps(data, ensure_ascii=False) if json_out else text)
 
 
@@ -218,27 +223,21 @@ def check(json_out: bool = False) -> None:
     with refusals(json_out):
         from heph.core.workflow import registry
 
-        _, problems = _project(collect=True)
+        _, problems = current_project(collect=True)
         rows = []
         for name, cls in sorted(registry().items()):
             versions = sorted(cls.__heph_versions__)
             current = cls.definition()
             rows.append({"name": name, "key": cls.__heph_unique__.key, "scope": cls.__heph_unique__.scope,
                          "versions": versions, "current": cls.__heph_current__, "steps": len(current.steps),
-                         "tags": list(cls.tags if cls.tags else current.tags), "file": current.file, "line": current.line})
+                         "tags": list(cls.tags if cls.tags else current.tags), "file": current.file,
+                         "line": current.line})
         if json_out:
             echo(json.dumps({"workflows": rows, "errors": problems, "ok": not problems}))
         else:
-            from rich.text import Text
-
             from heph.cli import render
 
-            out = render.console(wide=True)
-            out.print(render.check_table(rows))
-            for problem in problems:  # plain Text: messages hold brackets such as [a-z0-9]+, not markup
-                out.print(Text.assemble(("error", "red"), printable(f" {problem['file']}:{problem['line']}: {problem['message']}")),
-                          soft_wrap=True)
-            out.print(f"{len(rows)} workflow(s), {len(problems)} error(s)")
+            render.check(render.console(wide=True), rows, problems)
         if problems:
             if not json_out:
                 echo(f"error: {len(problems)} definition problem(s) found", err=True)
@@ -254,15 +253,15 @@ def start(workflow: str, value: Optional[str] = None, context: Optional[str] = N
             raise UsageError("give VALUE or --id FULL_ID (one of them)")
         options = _parse_options(option or [])
         initial = read_context(context, context_json)
-        project, _ = _project()
+        project, _ = current_project()
         cls = _workflow(workflow)
         app = _app(project)
-        if full_id is None:
+        if value is not None:  # else --id FULL_ID
             from heph.core.ids import build_id
 
             full_id = build_id(cls.__heph_unique__.key, value)
         inst = app.start_run(cls, initial, id=full_id, version=version, options=options)
-        _emit(json_out, _summary(inst), _describe(inst, "started"))
+        emit(json_out, _summary(inst), _describe(inst, "started"))
 
 
 def resume(args: List[str], step: Optional[str] = None, full_id: Optional[str] = None,
@@ -275,17 +274,17 @@ def resume(args: List[str], step: Optional[str] = None, full_id: Optional[str] =
             workflow, value, event = args
         else:
             raise UsageError("usage: heph resume WORKFLOW VALUE EVENT  (or: heph resume --id FULL_ID EVENT)")
-        project, _ = _project()
+        project, _ = current_project()
         instance_id, cls = _target(workflow, value, full_id)
         inst = _app(project).resume(instance_id, event, step=step, workflow=cls)
-        _emit(json_out, _summary(inst), _describe(inst, "resumed"))
+        emit(json_out, _summary(inst), _describe(inst, "resumed"))
 
 
 def show(workflow: Optional[str] = None, value: Optional[str] = None, full_id: Optional[str] = None,
          run: Optional[str] = None, json_out: bool = False) -> None:
     """Show status, waiting steps and timers, context, runtime metadata, history and error."""
     with refusals(json_out):
-        project, _ = _project(workflows=workflow is not None)
+        project, _ = current_project(workflows=workflow is not None)
         instance_id, cls = _target(workflow, value, full_id)
         from heph.runtime.app import pick_run
 
@@ -315,10 +314,11 @@ def list_(workflow: Optional[str] = None, status: Optional[List[str]] = None, fu
           version: Optional[int] = None, limit: int = 50, json_out: bool = False) -> None:
     """List instances, newest first."""
     with refusals(json_out):
-        project, _ = _project(workflows=workflow is not None)
+        project, _ = current_project(workflows=workflow is not None)
         if workflow is not None:
             _workflow(workflow)
-        found = _app(project).list(workflow=workflow, status_in=status or None, id=full_id, version=version, limit=limit)
+        found = _app(project).list(workflow=workflow, status_in=status or None, id=full_id, version=version,
+                                   limit=limit)
         more = " (--limit reached)" if len(found) == limit else ""
         if json_out:
             echo(json.dumps({"instances": [_summary(i) for i in found]}))
@@ -339,10 +339,10 @@ def _act(action: str, verb: str, workflow: Optional[str], value: Optional[str], 
          json_out: bool) -> None:
     """Run ``app.<action>(id)`` on the instance named by WORKFLOW VALUE or --id and report it."""
     with refusals(json_out):
-        project, _ = _project()
+        project, _ = current_project()
         instance_id, cls = _target(workflow, value, full_id)
         inst = getattr(_app(project), action)(instance_id, workflow=cls)
-        _emit(json_out, _summary(inst), _describe(inst, verb))
+        emit(json_out, _summary(inst), _describe(inst, verb))
 
 
 def cancel(workflow: Optional[str] = None, value: Optional[str] = None, full_id: Optional[str] = None,
@@ -365,7 +365,7 @@ def graph(workflow: str, fmt: str = "tree", instance: Optional[str] = None, vers
 
         if fmt not in ("tree", "mermaid", "dot"):
             raise UsageError(f"--format must be tree, mermaid or dot, not {fmt!r}")
-        project, _ = _project()
+        project, _ = current_project()
         cls = _workflow(workflow)
         inst = None
         if instance is not None:
@@ -382,13 +382,13 @@ def graph(workflow: str, fmt: str = "tree", instance: Optional[str] = None, vers
         else:
             from heph.cli import render
 
-            render.console().print(drawing.to_tree(definition, inst))
+            render.console().print(render.graph_tree(drawing.tree(definition, inst)))
 
 
 def tick(json_out: bool = False) -> None:
     """Fire due timers and retries once (and finish steps interrupted by a dead process)."""
     with refusals(json_out):
-        project, _ = _project()
+        project, _ = current_project()
         actions = _app(project).tick()
         if json_out:
             echo(json.dumps({"fired": actions}))
@@ -403,7 +403,7 @@ def worker(interval: float = 1.0, iterations: Optional[int] = None, json_out: bo
     import signal
 
     with refusals(json_out):
-        project, _ = _project()
+        project, _ = current_project()
         app = _app(project)
         stop = {"now": False}
 
@@ -431,7 +431,8 @@ def worker(interval: float = 1.0, iterations: Optional[int] = None, json_out: bo
                     else:
                         echo(printable(f"{time.strftime('%H:%M:%S')} {a['kind']:9} {a['id']}  step {a['step']}"))
                 if status is not None:
-                    status.update(f"heph worker: {ticks} ticks, {total} fired; next tick in {interval:g}s (Ctrl-C stops)")
+                    status.update(f"heph worker: {ticks} ticks, {total} fired; "
+                                  f"next tick in {interval:g}s (Ctrl-C stops)")
                 deadline = time.monotonic() + interval
                 wait_for_work = getattr(app.storage, "wait_for_work", None)  # PostgreSQL: LISTEN/NOTIFY
                 while not stop["now"] and time.monotonic() < deadline and (iterations is None or ticks < iterations):

@@ -1,14 +1,16 @@
-"""``heph graph``: a workflow's DAG as a rich tree, Mermaid or Graphviz DOT, optionally marked by an instance."""
+"""``heph graph``: a workflow's DAG as plain data, a tree (drawn by ``heph.cli.render``), Mermaid
+or Graphviz DOT, optionally marked by an instance's step states. No rich here."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
+from typing import cast
 
 from heph.core.definition import WorkflowDefinition
 from heph.core.instance import Instance
-from heph.core.steps import Done
+from heph.core.steps import Done, Step
 
-STATE_STYLES = {"completed": "green", "active": "yellow", "waiting": "cyan", "failed": "bold red"}
 STATE_COLOURS = {"completed": "#c8e6c9", "active": "#fff59d", "waiting": "#b3e5fc", "failed": "#ffcdd2"}
 
 
@@ -39,7 +41,7 @@ def to_dict(definition: WorkflowDefinition, instance: Instance | None = None) ->
         "start": definition.start.key,
         "nodes": [
             {"key": key, "step": step.__qualname__, "events": list(step.events), "state": states.get(key)}
-            for key, step in ((k, definition.steps[k]) for k in definition.topological_order())
+            for key, step in ((k, cast("type[Step]", definition.steps[k])) for k in definition.topological_order())
         ],
         "edges": [
             {"from": e.source, "event": e.event, "to": e.target, "config": e.config, "dynamic": e.dynamic}
@@ -71,7 +73,8 @@ def to_mermaid(definition: WorkflowDefinition, instance: Instance | None = None)
 def to_dot(definition: WorkflowDefinition, instance: Instance | None = None) -> str:
     """A Graphviz digraph; dynamic edges dashed; steps filled by ``instance`` state."""
     states = step_states(instance)
-    lines = [f'digraph "{definition.name}" {{', "    rankdir=TB;", '    node [shape=box, style="rounded,filled", fillcolor="white"];']
+    lines = [f'digraph "{definition.name}" {{', "    rankdir=TB;",
+             '    node [shape=box, style="rounded,filled", fillcolor="white"];']
     lines.append('    "__start" [shape=circle, label="start", fillcolor="black", fontcolor="white"];')
     lines.append(f'    "__start" -> "{definition.start.key}";')
     for key in definition.topological_order():
@@ -86,36 +89,41 @@ def to_dot(definition: WorkflowDefinition, instance: Instance | None = None) -> 
     return "\n".join(lines) + "\n"
 
 
-def to_tree(definition: WorkflowDefinition, instance: Instance | None = None):
-    """A rich ``Tree`` from ``start``; a join is drawn once, later arrivals point back to it."""
-    from rich.text import Text
-    from rich.tree import Tree
+@dataclass
+class TreeNode:
+    """One step as the tree draws it: reached ``via`` an edge label, or a pointer back to a step
+    ``drawn_above`` (a join reached again), with the steps it leads to."""
 
+    key: str
+    via: str
+    step: str = ""
+    join: bool = False
+    state: str | None = None
+    drawn_above: bool = False
+    children: list[TreeNode] = field(default_factory=list)
+
+
+@dataclass
+class StepTree:
+    """The DAG unrolled from ``start`` (``root``), titled ``name vN``; the rich renderer draws it."""
+
+    title: str
+    root: TreeNode
+
+
+def tree(definition: WorkflowDefinition, instance: Instance | None = None) -> StepTree:
+    """The DAG as a tree from ``start``; a join is expanded once, later arrivals point back to it."""
     states = step_states(instance)
     preds = definition.predecessors
-
-    def node_text(key: str, via: str | None) -> Text:
-        text = Text()
-        if via:
-            text.append(via, style="dim")
-        text.append(key, style=STATE_STYLES.get(states.get(key, ""), "bold"))
-        text.append(f"  {definition.steps[key].__qualname__}", style="dim")
-        if len(preds.get(key, ())) > 1 and not issubclass(definition.steps[key], Done):
-            text.append("  (join)", style="magenta")
-        if key in states:
-            text.append(f"  [{states[key]}]", style=STATE_STYLES[states[key]])
-        return text
-
-    title = Text(f"{definition.name} v{definition.version}", style="bold")
-    tree = Tree(title)
     drawn: set[str] = set()
 
-    def grow(branch, key: str, via: str | None) -> None:
+    def grow(key: str, via: str) -> TreeNode:
         if key in drawn:
-            branch.add(Text.assemble((via or "", "dim"), (f"{key} ↑ (drawn above)", "dim italic")))
-            return
+            return TreeNode(key=key, via=via, drawn_above=True)
         drawn.add(key)
-        child = branch.add(node_text(key, via))
+        step = definition.steps[key]
+        node = TreeNode(key=key, via=via, step=step.__qualname__, state=states.get(key),
+                        join=len(preds.get(key, ())) > 1 and not issubclass(step, Done))
         by_event: dict[str, list] = {}
         for edge in definition.edges:
             if edge.source == key:
@@ -124,8 +132,8 @@ def to_tree(definition: WorkflowDefinition, instance: Instance | None = None):
             fan = len(edges) > 1 and not edges[0].dynamic
             for edge in edges:
                 marker = "⇢ dynamic " if edge.dynamic else ("⇉ fan-out " if fan else "")
-                label = f"─{event}{_config_text(edge.config)}→ {marker}"
-                grow(child, edge.target, label)
+                node.children.append(grow(edge.target, f"─{event}{_config_text(edge.config)}→ {marker}"))
+        return node
 
-    grow(tree, definition.start.key, "start" + _config_text(definition.start.config) + " → ")
-    return tree
+    root = grow(definition.start.key, "start" + _config_text(definition.start.config) + " → ")
+    return StepTree(title=f"{definition.name} v{definition.version}", root=root)

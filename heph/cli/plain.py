@@ -7,7 +7,6 @@ The same boxes as rich draws on a terminal, without colour and without importing
 from __future__ import annotations
 
 import sys
-import unicodedata
 from typing import Callable, Iterable, Sequence
 
 from heph.cli import text
@@ -33,6 +32,8 @@ def width(text: str) -> int:
     """Terminal cells taken by ``text`` (wide East Asian characters take two)."""
     if text.isascii():
         return len(text)
+    import unicodedata
+
     return sum(2 if unicodedata.east_asian_width(ch) in "WF" else 0 if unicodedata.combining(ch) else 1
                for ch in text)
 
@@ -65,9 +66,9 @@ def table(columns: Sequence[str], rows: Iterable[Sequence[object]], title: str |
 def panel(body: str, title: str) -> list[str]:
     """``body`` in a rounded box with ``title`` on its top edge."""
     lines, title = printable(body, newlines=True).split("\n"), printable(title)
-    inner = max([width(l) for l in lines] + [width(title) + 2]) + 2
+    inner = max([width(line) for line in lines] + [width(title) + 2]) + 2
     top = f"╭─ {title} " + "─" * (inner - width(title) - 3) + "╮"
-    return [top] + [f"│ {_pad(l, inner - 2)} │" for l in lines] + ["╰" + "─" * inner + "╯"]
+    return [top] + [f"│ {_pad(line, inner - 2)} │" for line in lines] + ["╰" + "─" * inner + "╯"]
 
 
 def show(write: Write, inst: Instance, runs: int = 1) -> None:

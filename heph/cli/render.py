@@ -1,11 +1,19 @@
-"""Terminal output with rich: the only CLI module that draws tables and panels."""
+"""Terminal output with rich: the only heph module that imports rich (tables, panels, trees).
+
+Imported only by the commands that draw on a terminal (or with ``FORCE_COLOR``), and rich
+itself only inside the functions that draw; ``heph.cli.plain`` draws the same for pipes.
+"""
 
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 from heph.cli import text
-from heph.core.instance import Instance
+
+if TYPE_CHECKING:
+    from heph.cli.graph import StepTree, TreeNode
+    from heph.core.instance import Instance
 
 STATUS_STYLES = {
     "pending": "yellow", "running": "yellow", "waiting": "cyan",
@@ -27,12 +35,14 @@ def console(wide: bool = False):
 
 
 def status_text(status: str):
+    """``status`` in its colour."""
     from rich.text import Text
 
     return Text(status, style=STATUS_STYLES.get(status, ""))
 
 
 def check_table(rows: list[dict]):
+    """The workflows of ``heph check``: name, key, scope, versions, steps, tags."""
     from rich.table import Table
 
     table = Table(title="workflows", title_justify="left", header_style="bold")
@@ -45,6 +55,7 @@ def check_table(rows: list[dict]):
 
 
 def list_table(instances: list[Instance]):
+    """One row per instance (``heph list``), statuses in colour."""
     from rich.table import Table
     from rich.text import Text
 
@@ -110,3 +121,45 @@ def show(out, inst: Instance, runs: int = 1) -> None:
         if trace:
             body.append("\n" + trace, style="red")
         out.print(Panel(body, title=Text(title), title_align="left", border_style="red", expand=False))
+
+
+def check(out, rows: list[dict], problems: list[dict]) -> None:
+    """``heph check``: the table of workflows, then every definition problem with its location."""
+    from rich.text import Text
+
+    out.print(check_table(rows))
+    for problem in problems:  # plain Text: messages hold brackets such as [a-z0-9]+, not markup
+        out.print(Text.assemble(("error", "red"), text.printable(f" {problem['file']}:{problem['line']}: "
+                                                                 f"{problem['message']}")), soft_wrap=True)
+    out.print(f"{len(rows)} workflow(s), {len(problems)} error(s)")
+
+
+STATE_STYLES = {"completed": "green", "active": "yellow", "waiting": "cyan", "failed": "bold red"}
+
+
+def graph_tree(steps: StepTree):
+    """A rich ``Tree`` of ``heph graph`` (``heph.cli.graph.tree``): steps coloured by state."""
+    from rich.text import Text
+    from rich.tree import Tree
+
+    def label(node: TreeNode) -> Text:
+        if node.drawn_above:
+            return Text.assemble((node.via, "dim"), (f"{node.key} ↑ (drawn above)", "dim italic"))
+        line = Text()
+        line.append(node.via, style="dim")
+        line.append(node.key, style=STATE_STYLES.get(node.state or "", "bold"))
+        line.append(f"  {node.step}", style="dim")
+        if node.join:
+            line.append("  (join)", style="magenta")
+        if node.state:
+            line.append(f"  [{node.state}]", style=STATE_STYLES[node.state])
+        return line
+
+    def grow(branch: Tree, node: TreeNode) -> None:
+        child = branch.add(label(node))
+        for sub in node.children:
+            grow(child, sub)
+
+    drawn = Tree(Text(steps.title, style="bold"))
+    grow(drawn, steps.root)
+    return drawn

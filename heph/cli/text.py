@@ -64,7 +64,8 @@ def wait_rows(inst) -> list[tuple[str, ...]]:
 
 def history_rows(inst) -> list[tuple[str, ...]]:
     """One printable row per history entry (``HISTORY_COLUMNS``)."""
-    return [tuple(printable(c) for c in (number, e.step, e.outcome, e.event or "-", e.attempt, clock_time(e.finished_at),
+    return [tuple(printable(c) for c in (number, e.step, e.outcome, e.event or "-", e.attempt,
+                                          clock_time(e.finished_at),
                                           "-" if e.duration_ms is None else f"{e.duration_ms:.1f} ms"))
             for number, e in enumerate(inst.history, 1)]
 

@@ -123,7 +123,8 @@ def interpret(definition: WorkflowDefinition, key: str, result: object, context:
         return Paused()
     if isinstance(result, Error):
         return Failed("heph.Error", str(result.reason))
-    updates = metadata = None
+    updates: object = None
+    metadata: object = None
     if isinstance(result, str):
         event = result
     elif isinstance(result, tuple) and len(result) in (2, 3) and isinstance(result[0], str):
@@ -137,19 +138,21 @@ def interpret(definition: WorkflowDefinition, key: str, result: object, context:
         )
     declared = definition.events_of(key)
     if event not in declared:
-        return Failed("heph.InvalidReturn", f"step {key} returned event {event!r}, which it does not declare {declared}")
+        return Failed("heph.InvalidReturn",
+                      f"step {key} returned event {event!r}, which it does not declare {declared}")
     for what, value in (("updates", updates), ("metadata", metadata)):
         if value is not None and not isinstance(value, dict):
             return Failed("heph.InvalidReturn", f"step {key} returned {what} {_short(value)}: {what} must be a dict")
     try:
-        updates = to_json(updates) if updates is not None else None
-        metadata = to_json(metadata) if metadata is not None else None
+        stored = to_json(updates) if updates is not None else None
+        merged = to_json(metadata) if metadata is not None else None
     except NotJsonSafe as exc:
         return Failed("heph.NotSerializable", f"step {key} returned data that cannot be stored as JSON: {exc}")
-    routed = route(definition, key, event, Context(context.initial, {**context.steps, **({key: updates} if updates is not None else {})}))
+    seen = {**context.steps, key: stored} if stored is not None else context.steps
+    routed = route(definition, key, event, Context(context.initial, seen))
     if isinstance(routed, Failed):
         return routed
-    return Completed(event, updates, metadata, routed)
+    return Completed(event, stored, merged, routed)  # type: ignore[arg-type]  # to_json of a dict is a dict
 
 
 def route(definition: WorkflowDefinition, key: str, event: str, context: Context) -> tuple[Target, ...] | Failed:
@@ -185,7 +188,8 @@ def route(definition: WorkflowDefinition, key: str, event: str, context: Context
     allowed = ", ".join(t.step.__qualname__ for t in chosen.targets)
     return Failed(
         "heph.InvalidRoute",
-        f"dynamic route of step {key} on {event!r} returned {_short(picked)}, which is not one of its targets ({allowed})",
+        f"dynamic route of step {key} on {event!r} returned {_short(picked)}, "
+        f"which is not one of its targets ({allowed})",
     )
 
 
@@ -301,28 +305,28 @@ def resume(
     definition: WorkflowDefinition, instance: Instance, event: str, now: datetime, step: str | None = None
 ) -> Instance:
     """Hand ``event`` to the waiting step that declares it; ``InvalidEvent`` if none or ambiguous."""
+    facts = {"instance_id": instance.id, "event": event, "step": step}
     if instance.status != "waiting":
-        raise InvalidEvent(f"instance {instance.id} is not waiting (status: {instance.status}); nothing to resume")
+        raise InvalidEvent(f"instance {instance.id} is not waiting (status: {instance.status}); nothing to resume",
+                           **facts)
     eligible = {k: w for k, w in instance.waits.items() if w["kind"] in ("event", "timer")}
     if step is not None:
         if step not in eligible:
-            raise InvalidEvent(
-                f"step {step!r} of {instance.id} is not waiting for an event; waiting: {_accepts(definition, eligible)}"
-            )
+            raise InvalidEvent(f"step {step!r} of {instance.id} is not waiting for an event; "
+                               f"waiting: {_accepts(definition, eligible)}", **facts)
         if event not in definition.events_of(step):
-            raise InvalidEvent(f"waiting step {step} does not accept {event!r}; it accepts {definition.events_of(step)}")
+            raise InvalidEvent(f"waiting step {step} does not accept {event!r}; "
+                               f"it accepts {definition.events_of(step)}", **facts)
         candidates = [step]
     else:
         candidates = [k for k in eligible if event in definition.events_of(k)]
     if not candidates:
-        raise InvalidEvent(
-            f"no waiting step of {instance.id} accepts {event!r}; waiting: {_accepts(definition, eligible)}"
-        )
+        raise InvalidEvent(f"no waiting step of {instance.id} accepts {event!r}; "
+                           f"waiting: {_accepts(definition, eligible)}", candidates=[], **facts)
     if len(candidates) > 1:
-        raise InvalidEvent(
-            f"event {event!r} is accepted by several waiting steps of {instance.id} ({', '.join(candidates)}): "
-            f"pick one with step= (CLI: --step KEY)"
-        )
+        raise InvalidEvent(f"event {event!r} is accepted by several waiting steps of {instance.id} "
+                           f"({', '.join(candidates)}): pick one with step= (CLI: --step KEY)",
+                           candidates=candidates, **facts)
     return _resume_step(definition, instance, candidates[0], event, now)
 
 
@@ -373,14 +377,15 @@ def fire_due(definition: WorkflowDefinition, instance: Instance, now: datetime) 
             out.active.append(_entry(key, wait.get("config"), wait["attempt"], wait.get("first_attempt")))
             out.updated_at = now
             _settle(definition, out)
-        fired.append({"id": instance.id, "run": instance.run, "step": key, "kind": wait["kind"], "due_at": wait["due_at"]})
+        fired.append({"id": instance.id, "run": instance.run, "step": key, "kind": wait["kind"],
+                      "due_at": wait["due_at"]})
     return out, fired
 
 
 def cancel(instance: Instance, now: datetime) -> Instance:
     """Cancel an active instance, dropping its timers; ``NotCancellable`` once it has finished."""
     if not instance.is_active:
-        raise NotCancellable(f"instance {instance.id} is {instance.status}; only pending, running or waiting instances can be cancelled")
+        raise NotCancellable(instance_id=instance.id, status=instance.status)
     out = instance.copy()
     for entry in out.active:
         out.history.append(HistoryEntry(entry["step"], "cancelled", attempt=entry["attempt"], finished_at=now))
@@ -396,9 +401,9 @@ def cancel(instance: Instance, now: datetime) -> Instance:
 def retry(definition: WorkflowDefinition, instance: Instance, now: datetime) -> Instance:
     """Put the failed step of a failed instance back in front, as a new series of attempts."""
     if instance.status != "failed" or not instance.failed:
-        raise NotRetryable(f"instance {instance.id} is {instance.status}; only failed instances can be retried")
+        raise NotRetryable(instance_id=instance.id, status=instance.status)
     out = instance.copy()
-    failed = out.failed
+    failed = instance.failed
     attempt = failed["attempt"] + 1
     out.active.insert(0, _entry(failed["step"], failed.get("config"), attempt, attempt))
     out.failed = None

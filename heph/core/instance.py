@@ -14,7 +14,8 @@ FORMAT_VERSION = 1
 STATUSES = ("pending", "running", "waiting", "completed", "failed", "cancelled")
 ACTIVE_STATUSES = ("pending", "running", "waiting")
 OUTCOMES = ("completed", "async", "resumed", "failed", "cancelled")
-HEAD_FIELDS = ("format", "id", "run", "workflow", "version", "scope", "status", "created_at", "updated_at", "next_due_at",
+HEAD_FIELDS = ("format", "id", "run", "workflow", "version", "scope", "status", "created_at", "updated_at",
+               "next_due_at",
                "context", "runtime_metadata", "active", "waits", "arrived", "completed", "failed", "error", "lease")
 
 

@@ -89,7 +89,8 @@ def _text(value: str, path: str) -> str:
         try:
             value.encode("utf-8")
         except UnicodeEncodeError as exc:
-            raise NotJsonSafe(path, f"the text holds a lone surrogate {value[exc.start]!r}, which UTF-8 cannot store") from None
+            shown = value[exc.start]
+            raise NotJsonSafe(path, f"the text holds a lone surrogate {shown!r}, which UTF-8 cannot store") from None
     return value
 
 

@@ -152,7 +152,7 @@ class Wait(Step):
         if unknown:
             found.append(f"Wait config has unknown keys {unknown}; only 'duration' and 'unit' are allowed")
         duration = config.get("duration")
-        if not _is_int(duration) or duration <= 0:
+        if not isinstance(duration, int) or isinstance(duration, bool) or duration <= 0:
             found.append(f"Wait duration must be an int > 0, got {duration!r}")
         if config.get("unit") not in UNITS:
             found.append(f"Wait unit must be one of {', '.join(UNITS)}, got {config.get('unit')!r}")

@@ -1,15 +1,29 @@
-"""Definition-time validation: rule functions that collect every problem of a workflow class.
+"""Definition-time validation: one small rule function per rule, each returning its problems.
 
-``compile_workflow`` and ``compile_versioned`` return ``(definition, problems)``;
-the workflow metaclass raises one ``WorkflowDefinitionError`` listing them all,
-and ``heph check`` calls the same functions.
+``compile_workflow`` and ``compile_versioned`` run the rules in a fixed order and
+return ``(definition, problems)``; the workflow metaclass raises one
+``WorkflowDefinitionError`` listing them all, and ``heph check`` calls the same functions.
+Rules named ``check_*`` return a list of problem sentences; ``parse_*`` also return the
+value they normalised (None when it is invalid).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import cast
 
 from heph.core.definition import SCOPES, Dynamic, Edge, Route, Target, Unique, WorkflowDefinition
+from heph.core.graph import (
+    adjacency,
+    check_acyclic,
+    check_fan_out_convergence,
+    check_leaves,
+    check_reachable,
+    reachability,
+)
+from heph.core.graph import find_cycle as find_cycle  # re-exported: the walks used to live here
 from heph.core.ids import KEY_RE
 from heph.core.jsonsafe import json_safe_problem
 from heph.core.steps import Done, Retry, Wait, step_key
@@ -24,7 +38,7 @@ def describe(step: object) -> str:
 
 
 class Problems:
-    """Collects problem sentences for one workflow class."""
+    """Collects problem sentences for one workflow class, each once, in the order first seen."""
 
     def __init__(self) -> None:
         self.items: list[str] = []
@@ -33,195 +47,316 @@ class Problems:
         if message not in self.items:
             self.items.append(message)
 
+    def extend(self, messages: Iterable[str]) -> None:
+        for message in messages:
+            self.add(message)
 
-# -- small checks -----------------------------------------------------------------
+
+# -- class attributes ---------------------------------------------------------------
 
 
-def check_unique(value: object, problems: Problems) -> Unique | None:
+def parse_unique(value: object) -> tuple[Unique | None, list[str]]:
     """Normalise ``unique`` (``Unique``, ``"key"`` or ``dict``) and report what is wrong with it."""
     if value is None:
-        problems.add('unique is missing: add unique = Unique(key="orderid") (a business key of [a-z0-9]+)')
-        return None
+        return None, ['unique is missing: add unique = Unique(key="orderid") (a business key of [a-z0-9]+)']
     if isinstance(value, str):
         value = Unique(value)
     elif isinstance(value, dict):
         try:
             value = Unique(**value)
         except TypeError:
-            problems.add(f"unique {value!r} has unknown fields: use Unique(key=..., scope=...)")
-            return None
+            return None, [f"unique {value!r} has unknown fields: use Unique(key=..., scope=...)"]
     if not isinstance(value, Unique):
-        problems.add(f"unique must be Unique(key, scope) or a key string, got {value!r}")
-        return None
-    ok = True
+        return None, [f"unique must be Unique(key, scope) or a key string, got {value!r}"]
+    problems = []
     if not isinstance(value.key, str) or not KEY_RE.match(value.key):
-        problems.add(f"unique key {value.key!r} is invalid: use lower-case letters and digits only ([a-z0-9]+)")
-        ok = False
+        problems.append(f"unique key {value.key!r} is invalid: use lower-case letters and digits only ([a-z0-9]+)")
     if value.scope not in SCOPES:
-        problems.add(f"unique scope {value.scope!r} is invalid: use one of {', '.join(SCOPES)}")
-        ok = False
-    return value if ok else None
+        problems.append(f"unique scope {value.scope!r} is invalid: use one of {', '.join(SCOPES)}")
+    return (None if problems else value), problems
 
 
-def check_name(name: object, problems: Problems) -> str:
+def check_name(name: object) -> list[str]:
+    """The workflow name matches ``[a-z][a-z0-9_]*``."""
     if not isinstance(name, str) or not NAME_RE.match(name):
-        problems.add(f"name {name!r} is invalid: workflow names match [a-z][a-z0-9_]* (set name = \"orderflow\")")
-        return str(name)
-    return name
+        return [f"name {name!r} is invalid: workflow names match [a-z][a-z0-9_]* (set name = \"orderflow\")"]
+    return []
 
 
-def check_version(version: object, problems: Problems, what: str = "version") -> int:
+def check_version(version: object) -> list[str]:
+    """``version`` is a positive int (not a bool)."""
     if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-        problems.add(f"{what} must be a positive int, got {version!r}")
-        return 1
-    return version
+        return [f"version must be a positive int, got {version!r}"]
+    return []
 
 
-def check_tags(tags: object, problems: Problems) -> list[str]:
+def check_tags(tags: object) -> list[str]:
+    """``tags`` is a list (or tuple) of str."""
     if not isinstance(tags, (list, tuple)) or not all(isinstance(t, str) for t in tags):
-        problems.add(f"tags must be a list of str, got {tags!r}")
-        return []
-    return list(tags)
+        return [f"tags must be a list of str, got {tags!r}"]
+    return []
 
 
-def check_metadata(metadata: object, problems: Problems) -> dict:
+def check_metadata(metadata: object) -> list[str]:
+    """``metadata`` is a dict with str keys and JSON-safe values."""
     if not isinstance(metadata, dict):
-        problems.add(f"metadata must be a dict with str keys and JSON-safe values, got {metadata!r}")
-        return {}
+        return [f"metadata must be a dict with str keys and JSON-safe values, got {metadata!r}"]
     found = json_safe_problem(metadata, "metadata")
     if found:
-        problems.add(f"{found}: metadata needs str keys and JSON-safe values (str, number, bool, None, lists, dicts)")
-        return {}
-    return dict(metadata)
+        return [f"{found}: metadata needs str keys and JSON-safe values (str, number, bool, None, lists, dicts)"]
+    return []
 
 
-def check_step_class(step: object, problems: Problems) -> bool:
-    """Report what makes ``step`` not a usable step class; True when it is one."""
-    if not isinstance(step, type):
-        problems.add(f"{step!r} is not a step class: targets must be Step subclasses")
-        return False
-    ok = True
+def check_transitions_type(transitions: object) -> list[str]:
+    """``transitions`` is a dict."""
+    if not isinstance(transitions, dict):
+        return ["transitions must be a dict {StepClass: {\"event\": target}}"]
+    return []
+
+
+# -- step classes and configs ---------------------------------------------------------
+
+
+def check_step_events(step: type) -> list[str]:
+    """The step declares ``events`` as a list of non-empty str."""
     events = getattr(step, "events", None)
     if not isinstance(events, (list, tuple)) or not all(isinstance(e, str) and e for e in events):
-        problems.add(f"step {describe(step)} must declare events as a list of str, got {events!r}")
-        ok = False
-    elif len(set(events)) != len(events):
-        problems.add(f"step {describe(step)} declares an event twice in {list(events)!r}")
+        return [f"step {describe(step)} must declare events as a list of str, got {events!r}"]
+    return []
+
+
+def check_step_events_unique(step: type) -> list[str]:
+    """The step declares each event once."""
+    events = list(getattr(step, "events", []) or [])
+    if len(set(events)) != len(events):
+        return [f"step {describe(step)} declares an event twice in {events!r}"]
+    return []
+
+
+def check_step_execute(step: type) -> list[str]:
+    """The step has a callable ``execute``."""
     if not callable(getattr(step, "execute", None)):
-        problems.add(f"step {describe(step)} has no execute(instance, config, context) method")
-        ok = False
+        return [f"step {describe(step)} has no execute(instance, config, context) method"]
+    return []
+
+
+def check_step_key(step: type) -> list[str]:
+    """The step's context key is an identifier."""
     key = step_key(step)
     if not STEP_KEY_RE.match(key):
-        problems.add(f"step {describe(step)} has key {key!r}: keys must be identifiers ([A-Za-z_][A-Za-z0-9_]*)")
-        ok = False
+        return [f"step {describe(step)} has key {key!r}: keys must be identifiers ([A-Za-z_][A-Za-z0-9_]*)"]
+    return []
+
+
+def check_step_retry(step: type) -> list[str]:
+    """The step's ``retry``, if any, is a valid ``Retry``."""
     retry = getattr(step, "retry", None)
-    if retry is not None:
-        if not isinstance(retry, Retry):
-            problems.add(f"step {describe(step)} has retry {retry!r}: use heph.Retry(...)")
-        else:
-            for found in retry.problems():
-                problems.add(f"step {describe(step)} retry: {found}")
-    return ok
+    if retry is None:
+        return []
+    if not isinstance(retry, Retry):
+        return [f"step {describe(step)} has retry {retry!r}: use heph.Retry(...)"]
+    return [f"step {describe(step)} retry: {found}" for found in retry.problems()]
+
+
+def check_step_class(step: object) -> tuple[bool, list[str]]:
+    """Whether ``step`` is a usable step class, and every problem with it."""
+    if not isinstance(step, type):
+        return False, [f"{step!r} is not a step class: targets must be Step subclasses"]
+    events, execute, key = check_step_events(step), check_step_execute(step), check_step_key(step)
+    # A repeated event or a bad retry policy is reported, but the step is still usable for the graph rules.
+    repeated = [] if events else check_step_events_unique(step)
+    return not (events or execute or key), events + repeated + execute + key + check_step_retry(step)
+
+
+def config_problems(step: type, config: object, where: str) -> list[str]:
+    """A target's config is a JSON-safe dict, and a valid Wait config for Wait steps."""
+    problems = []
+    if config is not None:
+        if not isinstance(config, dict):
+            return [f"{where}: the config of {describe(step)} must be a dict, got {config!r}"]
+        found = json_safe_problem(config, "config")
+        if found:
+            problems.append(f"{where}: the config of {describe(step)} is not JSON-safe: {found}")
+    if isinstance(step, type) and issubclass(step, Wait):
+        problems += [f"{where}: {found}" for found in Wait.config_problems(config)]
+    return problems
 
 
 def check_config(step: type, config: object, problems: Problems, where: str) -> None:
-    if config is not None:
-        if not isinstance(config, dict):
-            problems.add(f"{where}: the config of {describe(step)} must be a dict, got {config!r}")
-            return
-        found = json_safe_problem(config, "config")
-        if found:
-            problems.add(f"{where}: the config of {describe(step)} is not JSON-safe: {found}")
-    if isinstance(step, type) and issubclass(step, Wait):
-        for found in Wait.config_problems(config):
-            problems.add(f"{where}: {found}")
+    """Add the problems of ``config`` for ``step`` to ``problems`` (the engine checks dynamic routes with it)."""
+    problems.extend(config_problems(step, config, where))
 
 
-# -- targets and graph ------------------------------------------------------------
+# -- targets and routes ----------------------------------------------------------------
 
 
-def parse_target(value: object, problems: Problems, where: str) -> Target | None:
+def parse_target(value: object, where: str) -> tuple[Target | None, list[str]]:
     """A single target: a step class or ``(step class, config)``."""
     config = None
     step = value
     if isinstance(value, tuple):
         if len(value) != 2:
-            problems.add(f"{where}: a target tuple must be (StepClass, config_dict), got {value!r}")
-            return None
+            return None, [f"{where}: a target tuple must be (StepClass, config_dict), got {value!r}"]
         step, config = value
-    if not check_step_class(step, problems):
-        return None
-    check_config(step, config, problems, where)  # type: ignore[arg-type]
-    return Target(step_key(step), step, config if isinstance(config, dict) else None)  # type: ignore[arg-type]
+    usable, problems = check_step_class(step)
+    if not usable:
+        return None, problems
+    step = cast(type, step)
+    problems += config_problems(step, config, where)
+    return Target(step_key(step), step, config if isinstance(config, dict) else None), problems
 
 
-def parse_route(value: object, problems: Problems, where: str) -> Route | None:
+def parse_targets(values: Iterable[object], where: str) -> tuple[tuple[Target, ...] | None, list[str]]:
+    """Every target (each reports its problems); None if any is invalid."""
+    parsed = [parse_target(value, where) for value in values]
+    targets = tuple(target for target, _ in parsed if target is not None)
+    problems = [problem for _, found in parsed for problem in found]
+    return (targets if len(targets) == len(parsed) else None), problems
+
+
+def parse_dynamic(value: Dynamic, where: str) -> tuple[Route | None, list[str]]:
+    """A ``Dynamic`` route: a callable and a non-empty list of the targets it may return."""
+    problems = []
+    if not callable(value.fn):
+        problems.append(f"{where}: Dynamic needs a callable fn(context), got {value.fn!r}")
+    if not isinstance(value.targets, (list, tuple)) or not value.targets:
+        problems.append(f"{where}: Dynamic needs a non-empty targets=[...] list of the steps it may return")
+        return None, problems
+    targets, found = parse_targets(value.targets, where)
+    return (None if targets is None else Route(targets, value.fn)), problems + found
+
+
+def parse_fan_out(value: list, where: str) -> tuple[Route | None, list[str]]:
+    """A fan-out list: at least one target, each step once."""
+    if not value:
+        return None, [f"{where}: an empty fan-out list leads nowhere; route to at least one step"]
+    targets, problems = parse_targets(value, where)
+    if targets is None:
+        return None, problems
+    keys = [t.key for t in targets]
+    if len(set(keys)) != len(keys):
+        problems.append(f"{where}: the fan-out list names a step twice ({', '.join(keys)})")
+    return Route(targets), problems
+
+
+def parse_route(value: object, where: str) -> tuple[Route | None, list[str]]:
     """A transition's right-hand side: target, ``(target, config)``, list (fan-out) or ``Dynamic``."""
     if isinstance(value, Dynamic):
-        if not callable(value.fn):
-            problems.add(f"{where}: Dynamic needs a callable fn(context), got {value.fn!r}")
-        if not isinstance(value.targets, (list, tuple)) or not value.targets:
-            problems.add(f"{where}: Dynamic needs a non-empty targets=[...] list of the steps it may return")
-            return None
-        targets = [parse_target(t, problems, where) for t in value.targets]
-        if any(t is None for t in targets):
-            return None
-        return Route(tuple(targets), value.fn)  # type: ignore[arg-type]
+        return parse_dynamic(value, where)
     if isinstance(value, list):
-        if not value:
-            problems.add(f"{where}: an empty fan-out list leads nowhere; route to at least one step")
-            return None
-        targets = [parse_target(t, problems, where) for t in value]
-        if any(t is None for t in targets):
-            return None
-        keys = [t.key for t in targets]  # type: ignore[union-attr]
-        if len(set(keys)) != len(keys):
-            problems.add(f"{where}: the fan-out list names a step twice ({', '.join(keys)})")
-        return Route(tuple(targets))  # type: ignore[arg-type]
-    target = parse_target(value, problems, where)
-    return Route((target,)) if target else None
+        return parse_fan_out(value, where)
+    target, problems = parse_target(value, where)
+    return (Route((target,)) if target else None), problems
 
 
-def find_cycle(successors: dict[str, list[str]]) -> list[str] | None:
-    """A cycle as a list of keys (first repeated at the end), or None."""
-    state: dict[str, int] = {}
-    stack: list[str] = []
-
-    def visit(node: str) -> list[str] | None:
-        state[node] = 1
-        stack.append(node)
-        for nxt in successors.get(node, []):
-            if state.get(nxt) == 1:
-                return stack[stack.index(nxt):] + [nxt]
-            if nxt not in state:
-                found = visit(nxt)
-                if found:
-                    return found
-        stack.pop()
-        state[node] = 2
-        return None
-
-    for node in list(successors):
-        if node not in state:
-            found = visit(node)
-            if found:
-                return found
-    return None
+def parse_start(value: object) -> tuple[Target | None, list[str]]:
+    """``start`` is one step class or ``(StepClass, config)``, not a list or ``Dynamic``."""
+    if value is None:
+        return None, ["start is missing: set start = FirstStep (or (FirstStep, config))"]
+    if isinstance(value, (list, Dynamic)):
+        return None, ["start must be one step class or (StepClass, config), not a list or Dynamic"]
+    return parse_target(value, "start")
 
 
-def reachability(successors: dict[str, list[str]]) -> dict[str, frozenset[str]]:
-    """For each node, every node reachable from it by one or more edges (cycles allowed)."""
-    out: dict[str, frozenset[str]] = {}
-    for node in successors:
-        seen: set[str] = set()
-        todo = list(successors.get(node, []))
-        while todo:
-            nxt = todo.pop()
-            if nxt not in seen:
-                seen.add(nxt)
-                todo.extend(successors.get(nxt, []))
-        out[node] = frozenset(seen)
-    return out
+# -- transitions ----------------------------------------------------------------------
+
+
+def check_key_collision(steps: dict[str, type], step: type) -> list[str]:
+    """``step`` does not take a context key another step already has."""
+    key = step_key(step)
+    other = steps.get(key)
+    if other is not None and other is not step:
+        return [
+            f"steps {describe(other)} and {describe(step)} share the context key {key!r}: "
+            f"set key = \"...\" on one of them"
+        ]
+    return []
+
+
+def check_source(source: type, mapping: object) -> list[str]:
+    """A transition source is not ``Done`` and maps events with a dict."""
+    if issubclass(source, Done):
+        return ["Done is terminal: remove transitions[Done]"]
+    if not isinstance(mapping, dict):
+        return [f"transitions[{describe(source)}] must be a dict {{\"event\": target}}, got {mapping!r}"]
+    return []
+
+
+def check_event_declared(source: type, event: str, where: str) -> list[str]:
+    """A transition's event is one the source step declares."""
+    declared = list(getattr(source, "events", []) or [])
+    if event not in declared:
+        return [
+            f"{where}: step {describe(source)} does not declare event {event!r} "
+            f"(its events are {declared}): add it to {describe(source)}.events or remove the transition"
+        ]
+    return []
+
+
+def check_events_routed(source: type, mapping: dict) -> list[str]:
+    """Every event the source step declares has a transition."""
+    missing = [e for e in list(getattr(source, "events", []) or []) if e not in mapping]
+    if not missing:
+        return []
+    return [
+        f"step {describe(source)} declares event{'s' if len(missing) > 1 else ''} "
+        f"{', '.join(repr(e) for e in missing)} with no transition: add "
+        f"transitions[{describe(source)}][{missing[0]!r}] = NextStep (or Done)"
+    ]
+
+
+@dataclass
+class Graph:
+    """The steps (first registered wins a key), routes and edges read from ``start`` and ``transitions``."""
+
+    steps: dict[str, type] = field(default_factory=dict)
+    routes: dict[str, dict[str, Route]] = field(default_factory=dict)
+    edges: list[Edge] = field(default_factory=list)
+
+    def add_step(self, step: type) -> list[str]:
+        problems = check_key_collision(self.steps, step)
+        self.steps.setdefault(step_key(step), step)
+        return problems
+
+
+def read_transitions(start: Target | None, transitions: dict) -> tuple[Graph, list[str]]:
+    """The graph of the workflow and every problem met reading it, in reading order."""
+    graph = Graph()
+    problems = graph.add_step(start.step) if start else []
+    for source, mapping in transitions.items():
+        problems += _read_source(graph, source, mapping)
+    return graph, problems
+
+
+def _read_source(graph: Graph, source: object, mapping: object) -> list[str]:
+    usable, problems = check_step_class(source)
+    if not usable:
+        return problems
+    source = cast(type, source)
+    problems += graph.add_step(source)
+    found = check_source(source, mapping)
+    if found:
+        return problems + found
+    mapping = cast(dict[str, object], mapping)
+    graph.routes[step_key(source)] = {}
+    for event, value in mapping.items():
+        problems += _read_event(graph, source, event, value)
+    return problems + check_events_routed(source, mapping)
+
+
+def _read_event(graph: Graph, source: type, event: str, value: object) -> list[str]:
+    where = f"transitions[{describe(source)}][{event!r}]"
+    problems = check_event_declared(source, event, where)
+    route, found = parse_route(value, where)
+    problems += found
+    if route is None:
+        return problems
+    src_key = step_key(source)
+    graph.routes[src_key][event] = route
+    for target in route.targets:
+        problems += graph.add_step(target.step)
+        graph.edges.append(Edge(src_key, str(event), target.key, target.config, route.dynamic is not None))
+    return problems
 
 
 # -- whole workflows ---------------------------------------------------------------
@@ -231,192 +366,97 @@ def compile_workflow(cls: type, *, name: str, unique_required: bool) -> tuple[Wo
     """Validate a ``Workflow`` class; return its definition (None if invalid) and every problem."""
     problems = Problems()
     unique_value = getattr(cls, "unique", None)
-    unique = check_unique(unique_value, problems) if (unique_value is not None or unique_required) else None
-    name = check_name(name, problems)
-    version = check_version(getattr(cls, "version", 1), problems)
-    tags = check_tags(getattr(cls, "tags", []), problems)
-    metadata = check_metadata(getattr(cls, "metadata", {}), problems)
-
-    start_value = getattr(cls, "__heph_start__", None)
-    start = None
-    if start_value is None:
-        problems.add("start is missing: set start = FirstStep (or (FirstStep, config))")
-    elif isinstance(start_value, (list, Dynamic)):
-        problems.add("start must be one step class or (StepClass, config), not a list or Dynamic")
-    else:
-        start = parse_target(start_value, problems, "start")
-
+    unique, found = parse_unique(unique_value) if (unique_value is not None or unique_required) else (None, [])
+    problems.extend(found)
+    version, tags, metadata = getattr(cls, "version", 1), getattr(cls, "tags", []), getattr(cls, "metadata", {})
+    problems.extend(check_name(name) + check_version(version) + check_tags(tags) + check_metadata(metadata))
+    start, found = parse_start(getattr(cls, "__heph_start__", None))
+    problems.extend(found)
     transitions = getattr(cls, "transitions", None)
-    if not isinstance(transitions, dict):
-        problems.add("transitions must be a dict {StepClass: {\"event\": target}}")
-        transitions = {}
-
-    steps: dict[str, type] = {}
-    routes: dict[str, dict[str, Route]] = {}
-    edges: list[Edge] = []
-
-    def register(step: type) -> None:
-        key = step_key(step)
-        other = steps.get(key)
-        if other is not None and other is not step:
-            problems.add(
-                f"steps {describe(other)} and {describe(step)} share the context key {key!r}: "
-                f"set key = \"...\" on one of them"
-            )
-            return
-        steps[key] = step
-
-    if start:
-        register(start.step)
-    for source, mapping in transitions.items():
-        if not check_step_class(source, problems):
-            continue
-        register(source)
-        src_key = step_key(source)
-        if isinstance(source, type) and issubclass(source, Done):
-            problems.add("Done is terminal: remove transitions[Done]")
-            continue
-        if not isinstance(mapping, dict):
-            problems.add(f"transitions[{describe(source)}] must be a dict {{\"event\": target}}, got {mapping!r}")
-            continue
-        declared = list(getattr(source, "events", []) or [])
-        routes[src_key] = {}
-        for event, value in mapping.items():
-            where = f"transitions[{describe(source)}][{event!r}]"
-            if event not in declared:
-                problems.add(
-                    f"{where}: step {describe(source)} does not declare event {event!r} "
-                    f"(its events are {declared}): add it to {describe(source)}.events or remove the transition"
-                )
-            route = parse_route(value, problems, where)
-            if route is None:
-                continue
-            routes[src_key][event] = route
-            for target in route.targets:
-                register(target.step)
-                edges.append(Edge(src_key, str(event), target.key, target.config, route.dynamic is not None))
-        missing = [e for e in declared if e not in mapping]
-        if missing:
-            problems.add(
-                f"step {describe(source)} declares event{'s' if len(missing) > 1 else ''} "
-                f"{', '.join(repr(e) for e in missing)} with no transition: add "
-                f"transitions[{describe(source)}][{missing[0]!r}] = NextStep (or Done)"
-            )
-
-    successors: dict[str, list[str]] = {key: [] for key in steps}
-    predecessors: dict[str, set[str]] = {key: set() for key in steps}
-    for edge in edges:
-        if edge.target in successors and edge.target not in successors[edge.source]:
-            successors[edge.source].append(edge.target)
-        predecessors.setdefault(edge.target, set()).add(edge.source)
-
-    for key, step in steps.items():
-        if key not in routes and not issubclass(step, Done):
-            declared = list(getattr(step, "events", []) or [])
-            if declared:
-                problems.add(
-                    f"step {describe(step)} is a leaf but not Done: add transitions[{describe(step)}] "
-                    f"for its events {declared} (every path must end at Done)"
-                )
-            else:
-                problems.add(f"step {describe(step)} declares no events and is not Done: every path must end at Done")
-
-    cycle = find_cycle(successors)
-    if cycle:
-        problems.add(f"the graph has a cycle {' -> '.join(cycle)}: workflows must be acyclic")
+    problems.extend(check_transitions_type(transitions))
+    graph, found = read_transitions(start, transitions if isinstance(transitions, dict) else {})
+    problems.extend(found)
+    successors, predecessors = adjacency(graph.steps, graph.edges)
     reach = reachability(successors)
-
-    if start:
-        reachable = {start.key} | reach.get(start.key, frozenset())
-        unreachable = [k for k in steps if k not in reachable]
-        if unreachable:
-            problems.add(
-                f"step{'s' if len(unreachable) > 1 else ''} {', '.join(unreachable)} "
-                f"{'are' if len(unreachable) > 1 else 'is'} unreachable from start: "
-                f"route to {'them' if len(unreachable) > 1 else 'it'} or remove the transitions"
-            )
-    terminals = frozenset(k for k, s in steps.items() if issubclass(s, Done))
-    check_fan_out_convergence(routes, reach, problems, terminals)
-
+    terminals = frozenset(k for k, s in graph.steps.items() if issubclass(s, Done))
+    problems.extend(check_leaves(graph.steps, graph.routes, terminals))
+    problems.extend(check_acyclic(successors))
+    problems.extend(check_reachable(start.key, graph.steps, reach) if start else [])
+    problems.extend(check_fan_out_convergence(graph.routes, reach, terminals))
     if problems.items or start is None:
         return None, problems.items
-    return (
-        WorkflowDefinition(
-            name=name,
-            version=version,
-            unique=unique,
-            tags=tags,
-            metadata=metadata,
-            start=start,
-            steps=steps,
-            routes=routes,
-            edges=edges,
-            predecessors={k: frozenset(v) for k, v in predecessors.items()},
-            reach=reach,
-        ),
-        [],
+    definition = WorkflowDefinition(
+        name=name, version=version, unique=unique, tags=list(tags), metadata=dict(metadata), start=start,
+        steps=graph.steps, routes=graph.routes, edges=graph.edges,
+        predecessors={k: frozenset(v) for k, v in predecessors.items()}, reach=reach,
     )
+    return definition, []
 
 
-def check_fan_out_convergence(
-    routes: dict[str, dict[str, Route]],
-    reach: dict[str, frozenset[str]],
-    problems: Problems,
-    terminals: frozenset[str] = frozenset({"done"}),
-) -> None:
-    """Every fan-out's branches must meet at a common step before ``Done`` (any of the ``terminals``)."""
-    for source, by_event in routes.items():
-        for event, route in by_event.items():
-            if route.dynamic is not None or len(route.targets) < 2:
-                continue
-            meeting = None
-            for target in route.targets:
-                downstream = ({target.key} | reach.get(target.key, frozenset())) - terminals
-                meeting = downstream if meeting is None else meeting & downstream
-            if not meeting:
-                names = ", ".join(t.key for t in route.targets)
-                problems.add(
-                    f"the fan-out of {source} on {event!r} to {names} never converges before Done: "
-                    f"route every branch to a common join step first"
-                )
+def check_umbrella_version(cls: type) -> list[str]:
+    """An umbrella sets ``versions``, not ``version``."""
+    if "version" in cls.__dict__:
+        return ["an umbrella sets versions = {...}: remove version (each version class sets its own)"]
+    return []
+
+
+def parse_version_entry(number: object, module: object) -> tuple[WorkflowDefinition | None, list[str]]:
+    """One ``versions`` item: a positive int key naming a valid Workflow class of that version."""
+    if isinstance(number, bool) or not isinstance(number, int) or number < 1:
+        return None, [f"versions key {number!r} must be a positive int"]
+    definition = getattr(module, "__heph_definition__", None) if isinstance(module, type) else None
+    if definition is None:
+        return None, [f"versions[{number}] = {describe(module)} is not a valid Workflow class"]
+    if definition.version != number:
+        return None, [
+            f"versions[{number}] = {describe(module)} has version = {definition.version}: "
+            f"set version = {number} on it or change the key"
+        ]
+    return definition, []
+
+
+def parse_versions(versions: object) -> tuple[dict[int, WorkflowDefinition], list[str]]:
+    """``versions`` is a non-empty dict; the definition of every valid entry."""
+    if not isinstance(versions, dict) or not versions:
+        return {}, ["versions must be a non-empty dict {1: WorkflowV1, 2: WorkflowV2}"]
+    definitions: dict[int, WorkflowDefinition] = {}
+    problems: list[str] = []
+    for number, module in versions.items():
+        definition, found = parse_version_entry(number, module)
+        problems += found
+        if definition is not None:
+            definitions[number] = definition
+    return definitions, problems
+
+
+def check_current(current: object, versions: dict) -> list[str]:
+    """``current`` names one of the versions (it may be left out when there is only one)."""
+    if current is None and len(versions) == 1:
+        current = next(iter(versions))
+    if current not in versions:
+        return [f"current = {current!r} is not one of the versions {sorted(versions, key=str)}"]
+    return []
+
+
+def check_version_for(cls: type) -> list[str]:
+    """``version_for`` is callable."""
+    if not callable(getattr(cls, "version_for", None)):
+        return ["version_for must be a classmethod version_for(cls, versions, options)"]
+    return []
 
 
 def compile_versioned(cls: type, *, name: str) -> tuple[dict[int, WorkflowDefinition], Unique | None, list[str]]:
     """Validate a ``VersionedWorkflow`` umbrella; return its per-version definitions."""
     problems = Problems()
-    unique = check_unique(getattr(cls, "unique", None), problems)
-    name = check_name(name, problems)
-    check_tags(getattr(cls, "tags", []), problems)
-    check_metadata(getattr(cls, "metadata", {}), problems)
-    if "version" in cls.__dict__:
-        problems.add("an umbrella sets versions = {...}: remove version (each version class sets its own)")
+    unique, found = parse_unique(getattr(cls, "unique", None))
+    problems.extend(found)
+    problems.extend(check_name(name) + check_tags(getattr(cls, "tags", [])))
+    problems.extend(check_metadata(getattr(cls, "metadata", {})) + check_umbrella_version(cls))
     versions = getattr(cls, "versions", None)
-    definitions: dict[int, WorkflowDefinition] = {}
-    if not isinstance(versions, dict) or not versions:
-        problems.add("versions must be a non-empty dict {1: WorkflowV1, 2: WorkflowV2}")
-        versions = {}
-    for number, module in versions.items():
-        if isinstance(number, bool) or not isinstance(number, int) or number < 1:
-            problems.add(f"versions key {number!r} must be a positive int")
-            continue
-        definition = getattr(module, "__heph_definition__", None) if isinstance(module, type) else None
-        if definition is None:
-            problems.add(f"versions[{number}] = {describe(module)} is not a valid Workflow class")
-            continue
-        if definition.version != number:
-            problems.add(
-                f"versions[{number}] = {describe(module)} has version = {definition.version}: "
-                f"set version = {number} on it or change the key"
-            )
-            continue
-        definitions[number] = definition
-    current = getattr(cls, "current", None)
-    if current is None and len(versions) == 1:
-        current = next(iter(versions))
-    if current not in versions:
-        problems.add(f"current = {current!r} is not one of the versions {sorted(versions, key=str)}")
-    if not callable(getattr(cls, "version_for", None)):
-        problems.add("version_for must be a classmethod version_for(cls, versions, options)")
+    definitions, found = parse_versions(versions)
+    problems.extend(found)
+    problems.extend(check_current(getattr(cls, "current", None), versions if isinstance(versions, dict) else {}))
+    problems.extend(check_version_for(cls))
     return definitions, unique, problems.items
 
 

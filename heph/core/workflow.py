@@ -13,7 +13,7 @@ from heph.core.definition import Unique, WorkflowDefinition
 from heph.core.ids import build_id, check_id, parse_id
 from heph.errors import InvalidId, InvalidVersion, WorkflowDefinitionError
 
-_REGISTRY: dict[str, type] = {}
+_REGISTRY: dict[str, type[Facade]] = {}
 _collected: list[WorkflowDefinitionError] | None = None
 
 
@@ -38,17 +38,17 @@ def _fail(cls: type, problems: builtins.list[str]) -> None:
     _collected.append(error)
 
 
-def registry() -> dict[str, type]:
+def registry() -> dict[str, type[Facade]]:
     """Every registered workflow (plain or umbrella) by name."""
     return dict(_REGISTRY)
 
 
-def lookup(name: str) -> type | None:
+def lookup(name: str) -> type[Facade] | None:
     """The registered workflow called ``name``, or None."""
     return _REGISTRY.get(name)
 
 
-def _register(cls: type, name: str, problems: list[str]) -> None:
+def _register(cls: type[Facade], name: str, problems: list[str]) -> None:
     other = _REGISTRY.get(name)
     if other is not None and (other.__module__, other.__qualname__) != (cls.__module__, cls.__qualname__):
         problems.append(
@@ -75,7 +75,7 @@ class WorkflowMeta(type):
         if "start" in namespace and not isinstance(namespace["start"], (classmethod, staticmethod)):
             namespace["__heph_start__"] = namespace.pop("start")
         file, line = _definition_site()
-        cls = super().__new__(mcls, cls_name, bases, namespace, **kwargs)
+        cls: Any = super().__new__(mcls, cls_name, bases, namespace, **kwargs)
         cls.__heph_file__, cls.__heph_line__ = file, line
         if namespace.get("__heph_base__"):
             return cls
@@ -83,10 +83,18 @@ class WorkflowMeta(type):
         return cls
 
 
-class _Facade:
-    """The facade API shared by workflows and umbrellas: calls go to the app set with ``heph.use``."""
+class Facade:
+    """What workflows and umbrellas share: the facade API (calls go to the app set with
+    ``heph.use``) and the compiled facts the runtime reads (``__heph_*__``, set when the
+    class is validated)."""
 
     __heph_base__ = True
+    __heph_file__: ClassVar[str]
+    __heph_line__: ClassVar[int]
+    __heph_workflow_name__: ClassVar[str]
+    __heph_unique__: ClassVar[Unique]
+    __heph_versions__: ClassVar[dict[int, WorkflowDefinition]]
+    __heph_current__: ClassVar[int]
     unique: ClassVar[Unique | str | None] = None
     name: ClassVar[str]
     tags: ClassVar[list[str]] = []
@@ -133,7 +141,8 @@ class _Facade:
         if unique.scope == "none" or "::" in str(value):
             key = parse_id(value)[0]
             if key != unique.key:
-                raise InvalidId(f"id {value!r} does not use the business key {unique.key!r} of this workflow")
+                raise InvalidId(f"id {value!r} does not use the business key {unique.key!r} of this workflow",
+                                given=value)
             return check_id(value)
         return build_id(unique.key, value)
 
@@ -148,7 +157,8 @@ class _Facade:
         if version not in versions:
             raise InvalidVersion(
                 f"workflow {cls.__heph_workflow_name__} has no version {version!r}; "
-                f"known versions: {', '.join(map(str, sorted(versions)))}"
+                f"known versions: {', '.join(map(str, sorted(versions)))}",
+                workflow=cls.__heph_workflow_name__, version=version, known=sorted(versions),
             )
         return versions[version]
 
@@ -161,7 +171,7 @@ class _Facade:
         return cls.__heph_current__
 
 
-class Workflow(_Facade, metaclass=WorkflowMeta):
+class Workflow(Facade, metaclass=WorkflowMeta):
     """A workflow: ``unique``, ``start`` and ``transitions`` (plus optional name, version, tags, metadata).
 
     The class is validated when it is defined; any problem raises ``WorkflowDefinitionError``.
@@ -171,6 +181,7 @@ class Workflow(_Facade, metaclass=WorkflowMeta):
     __heph_base__ = True
     version: ClassVar[int] = 1
     transitions: ClassVar[dict] = {}
+    __heph_definition__: ClassVar[WorkflowDefinition]
 
     @classmethod
     def __heph_compile__(cls) -> None:
@@ -182,7 +193,7 @@ class Workflow(_Facade, metaclass=WorkflowMeta):
             definition = dataclasses.replace(definition, file=cls.__heph_file__, line=cls.__heph_line__, cls=cls)
             cls.__heph_definition__ = definition
             cls.__heph_workflow_name__ = definition.name
-            cls.__heph_unique__ = definition.unique
+            cls.__heph_unique__ = definition.unique  # type: ignore[assignment]  # None for a version module
             cls.__heph_versions__ = {definition.version: definition}
             cls.__heph_current__ = definition.version
             if definition.unique is not None:
@@ -191,7 +202,7 @@ class Workflow(_Facade, metaclass=WorkflowMeta):
             _fail(cls, problems)
 
 
-class VersionedWorkflow(_Facade, metaclass=WorkflowMeta):
+class VersionedWorkflow(Facade, metaclass=WorkflowMeta):
     """An umbrella over several versions of one workflow: ``versions``, ``current``, ``version_for``."""
 
     __heph_base__ = True
@@ -219,7 +230,7 @@ class VersionedWorkflow(_Facade, metaclass=WorkflowMeta):
         name = cls.__dict__.get("name") or cls.__name__.lower()
         definitions, unique, problems = validation.compile_versioned(cls, name=name)
         problems = validation.located(problems, cls.__heph_file__, cls.__heph_line__, cls.__qualname__)
-        if not problems:
+        if not problems and unique is not None:
             cls.__heph_workflow_name__ = name
             cls.__heph_unique__ = unique
             cls.__heph_versions__ = {

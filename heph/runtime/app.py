@@ -2,31 +2,41 @@
 
 from __future__ import annotations
 
+import builtins
 import json
 import logging
 import os
 import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
-from typing import Any, Iterable
+from typing import Any
 
-from heph.core import engine
+from heph.core import engine, uniqueness
+from heph.core.current import current_app, use
 from heph.core.definition import WorkflowDefinition
 from heph.core.ids import build_id, new_suffix, parse_id
 from heph.core.instance import STATUSES, Instance
-from heph.core.jsonsafe import NotJsonSafe, to_json
+from heph.core.jsonsafe import to_json
 from heph.core.steps import Done
-from heph.core.workflow import lookup
+from heph.core.workflow import Facade, lookup
 from heph.errors import (
-    AlreadyRunning,
+    AmbiguousInstance,
     HephError,
     InstanceNotFound,
     InvalidContext,
+    InvalidEvent,
     InvalidId,
+    InvalidQuery,
     InvalidVersion,
+    NotJsonSafe,
+    UnknownWorkflow,
 )
 from heph.runtime.clock import SystemClock
 from heph.runtime.storage.base import Session, Storage
 from heph.runtime.telemetry import emit, listening
+
+__all__ = ["Hephaestus", "check_context", "current_app", "new_run_id", "pick_run", "use"]
 
 log = logging.getLogger("heph")
 
@@ -88,7 +98,9 @@ class Hephaestus:
     """Starts, resumes, inspects, cancels, retries and ticks workflow instances.
 
     Every state change is one durable write of the instance under its lock;
-    steps run at least once (a step interrupted by a crash runs again).
+    steps run at least once (a step interrupted by a crash runs again). A command
+    resolves its target once (the id parsed, the workflow looked up, the id's runs read
+    under its lock) and reads the clock once for the change it makes.
     """
 
     def __init__(self, storage: Storage | None = None, clock: Any = None, lock_timeout: float | None = None):
@@ -100,38 +112,38 @@ class Hephaestus:
         self.clock = clock or SystemClock()
         self.lock_timeout = lock_timeout
 
-    # -- helpers -----------------------------------------------------------------
+    # -- resolving what a command names -------------------------------------------------
 
-    def _workflow(self, workflow: Any) -> type:
-        if isinstance(workflow, type) and hasattr(workflow, "__heph_versions__"):
+    def workflow(self, workflow: Any) -> type[Facade]:
+        """The workflow class ``workflow`` names (a class, or a registered name);
+        ``UnknownWorkflow`` if there is none."""
+        if isinstance(workflow, type) and issubclass(workflow, Facade) and hasattr(workflow, "__heph_versions__"):
             return workflow
         cls = lookup(workflow) if isinstance(workflow, str) else None
         if cls is None:
-            raise HephError(
-                f"unknown workflow {workflow!r}: define it, and list its module in heph.yaml's workflows"
-            )
+            raise UnknownWorkflow(workflow=workflow)
         return cls
 
-    def _definition(self, instance: Instance) -> WorkflowDefinition:
-        return self._workflow(instance.workflow).definition(instance.version)
-
-    def _lease(self) -> dict:
-        return {"pid": os.getpid(), "host": os.uname().nodename, "since": self.clock.now().isoformat()}
-
-    def _session(self, instance_id: str, timeout: float | None = None):
-        return self.storage.session(instance_id, self.lock_timeout if timeout is None else timeout)
-
-    def _existing(self, instance_id: str, workflow: Any) -> None:
-        """``InvalidId``/``InstanceNotFound`` before a session is opened, so a refused
-        command on an unknown id leaves nothing behind (not even a lock file). Only whether
-        runs exist is asked here; the session reads them (once)."""
-        parse_id(instance_id)
-        name = self._name(workflow)
-        if not self.storage.exists(instance_id):
-            pick_run([], instance_id, name)
+    def definition_of(self, instance: Instance) -> WorkflowDefinition:
+        """The definition an instance runs with: its workflow at its version."""
+        return self.workflow(instance.workflow).definition(instance.version)
 
     def _name(self, workflow: Any) -> str | None:
-        return None if workflow is None else self._workflow(workflow).__heph_workflow_name__
+        return None if workflow is None else self.workflow(workflow).__heph_workflow_name__
+
+    def _lease(self, now: datetime) -> dict:
+        return {"pid": os.getpid(), "host": os.uname().nodename, "since": now.isoformat()}
+
+    @contextmanager
+    def _existing(self, instance_id: str, workflow: Any) -> Iterator[tuple[Session, Instance]]:
+        """A session on an existing id and the run the command means (``pick_run``).
+
+        The id is parsed and the workflow resolved once, and the id's runs are read once,
+        under the lock; an unknown id raises ``InstanceNotFound`` and leaves nothing behind."""
+        parse_id(instance_id)
+        name = self._name(workflow)
+        with self.storage.session(instance_id, self.lock_timeout, must_exist=True) as session:
+            yield session, pick_run(session.runs(), instance_id, name)
 
     # -- running ------------------------------------------------------------------
 
@@ -153,7 +165,7 @@ class Hephaestus:
             emit("segment.start", _payload(instance, trigger=trigger))
             for name, payload in opening:
                 emit(name, payload)
-        lease = instance.lease or self._lease()
+        lease = instance.lease
         ran = False  # a step ran since the last write
 
         def save() -> None:
@@ -166,24 +178,30 @@ class Hephaestus:
             if ran and not issubclass(definition.steps[key], Done):
                 # Done runs no user code: the write after it is enough (a crash re-runs Done)
                 save()
-            if listening():
-                emit("step.start", _payload(instance, step=key, attempt=entry["attempt"]))
-            started = self.clock.now()
-            outcome = engine.execute_step(definition, instance, entry)
-            finished = self.clock.now()
-            instance = engine.apply_outcome(definition, instance, entry, outcome, started, finished)
+            instance = self._run_step(definition, instance, entry)
             if instance.status == "running":
                 instance.lease = lease
             ran, saved = True, False
-            if isinstance(outcome, engine.Failed):
-                log.warning("step %s of %s failed (attempt %s): %s", key, instance.id, entry["attempt"], outcome.message)
-            if listening():
-                _emit_outcome(instance, outcome, key, entry["attempt"], finished - started)
         if not saved:
             save()
         if listening():
             self._emit_end(instance)
             emit("segment.stop", _payload(instance, trigger=trigger))
+        return instance
+
+    def _run_step(self, definition: WorkflowDefinition, instance: Instance, entry: dict) -> Instance:
+        """Execute one active step and apply its outcome (telemetry and a warning on failure)."""
+        key = entry["step"]
+        if listening():
+            emit("step.start", _payload(instance, step=key, attempt=entry["attempt"]))
+        started = self.clock.now()
+        outcome = engine.execute_step(definition, instance, entry)
+        finished = self.clock.now()
+        instance = engine.apply_outcome(definition, instance, entry, outcome, started, finished)
+        if isinstance(outcome, engine.Failed):
+            log.warning("step %s of %s failed (attempt %s): %s", key, instance.id, entry["attempt"], outcome.message)
+        if listening():
+            _emit_outcome(instance, outcome, key, entry["attempt"], finished - started)
         return instance
 
     def _emit_end(self, instance: Instance) -> None:
@@ -193,7 +211,7 @@ class Hephaestus:
             emit("workflow.exception", _payload(instance, error=(instance.error or {}).get("type"),
                                                 message=(instance.error or {}).get("message")))
 
-    def _recover(self, session: Session, instance: Instance) -> Instance:
+    def _recover(self, session: Session, instance: Instance, now: datetime) -> Instance:
         """Finish the steps of a run left pending/running by a process that died (at-least-once)."""
         if instance.status not in ("pending", "running"):
             return instance
@@ -202,17 +220,17 @@ class Hephaestus:
             "instance %s was interrupted (owner pid %s on %s); running its active steps again",
             instance.id, owner.get("pid"), owner.get("host"),
         )
-        resumed = engine.begin(instance, self.clock.now(), self._lease())
-        return self._drive(session, self._definition(resumed), resumed, "recover", saved=True)
+        resumed = engine.begin(instance, now, self._lease(now))
+        return self._drive(session, self.definition_of(resumed), resumed, "recover", saved=True)
 
     # -- the API --------------------------------------------------------------------
 
     def start(self, workflow: Any, value: str, context: dict | None = None, *,
               version: int | None = None, **options: Any) -> str:
         """Start ``workflow`` for business ``value`` (facade form); returns the instance id."""
-        cls = self._workflow(workflow)
-        instance_id = build_id(cls.__heph_unique__.key, value)  # scope none: start_run adds a suffix
-        return self.start_run(cls, context, id=instance_id, version=version, options=options).id
+        cls = self.workflow(workflow)
+        instance_id = build_id(cls.__heph_unique__.key, value)  # scope none: a suffix is added
+        return self._start(cls, context, instance_id, version, options).id
 
     def start_instance(self, workflow: Any, context: dict | None = None, *, id: str,
                        version: int | None = None, options: dict | None = None) -> str:
@@ -220,28 +238,27 @@ class Hephaestus:
 
         ``AlreadyRunning`` if an active instance holds the id in the workflow's uniqueness scope.
         """
-        return self.start_run(workflow, context, id=id, version=version, options=options).id
+        return self._start(self.workflow(workflow), context, id, version, options).id
 
     def start_run(self, workflow: Any, context: dict | None = None, *, id: str,
                   version: int | None = None, options: dict | None = None) -> Instance:
         """``start_instance``, returning the new run as written rather than its id (no re-read)."""
-        cls = self._workflow(workflow)
-        unique = cls.__heph_unique__
-        key, _, suffix = parse_id(id)
-        if key != unique.key:
-            raise InvalidId(f"id {id!r} does not use the business key {unique.key!r} of workflow {cls.__heph_workflow_name__}")
-        if unique.scope == "none" and suffix is None:
-            id = f"{id}::{new_suffix()}"
-        elif unique.scope != "none" and suffix is not None:
-            raise InvalidId(f"id {id!r} has a suffix, but only scope 'none' workflows use 'key::value::suffix' ids")
+        return self._start(self.workflow(workflow), context, id, version, options)
+
+    def _start(self, cls: type[Facade], context: dict | None, instance_id: str, version: int | None,
+               options: dict | None) -> Instance:
+        """The one path of every start: check the id, context and version, then create the run
+        and run its synchronous steps under the id's lock (uniqueness checked there)."""
+        instance_id = _id_for(cls, instance_id)
         initial = check_context(context)
         if version is not None and (isinstance(version, bool) or not isinstance(version, int)):
-            raise InvalidVersion(f"version must be an int, got {version!r}")
+            raise InvalidVersion(f"version must be an int, got {version!r}", version=version)
         definition = cls.definition(cls.resolve_version(version, options or {}))
         now = self.clock.now()
-        instance = engine.begin(engine.new_instance(definition, id, initial, now, new_run_id(now)), now, self._lease())
-        with self._session(id) as session:
-            _check_unique(session.runs(), unique.scope, definition)
+        fresh = engine.new_instance(definition, instance_id, initial, now, new_run_id(now))
+        instance = engine.begin(fresh, now, self._lease(now))
+        with self.storage.session(instance_id, self.lock_timeout) as session:
+            uniqueness.check(instance, session.runs())
             return self._drive(session, definition, instance, "start", [("workflow.start", _payload(instance))],
                                new=True)
 
@@ -252,14 +269,15 @@ class Hephaestus:
         accepts ``event``.
         """
         if not isinstance(event, str) or not event:
-            raise HephError(f"invalid event {event!r}: give the event name as a non-empty string")
-        self._existing(instance_id, workflow)
-        with self._session(instance_id) as session:
-            instance = self._recover(session, pick_run(session.runs(), instance_id, self._name(workflow)))
-            definition = self._definition(instance)
-            resumed = engine.resume(definition, instance, event, self.clock.now(), step)
+            raise InvalidEvent(f"invalid event {event!r}: give the event name as a non-empty string",
+                               instance_id=instance_id, event=event)
+        with self._existing(instance_id, workflow) as (session, instance):
+            now = self.clock.now()
+            instance = self._recover(session, instance, now)
+            definition = self.definition_of(instance)
+            resumed = engine.resume(definition, instance, event, now, step)
             if resumed.status == "running":
-                resumed = engine.begin(resumed, self.clock.now(), self._lease())
+                resumed = engine.begin(resumed, now, self._lease(now))
             opening = [("step.resume", _payload(resumed, step=resumed.history[-1].step, event=event))]
             return self._drive(session, definition, resumed, "resume", opening)
 
@@ -268,14 +286,14 @@ class Hephaestus:
         parse_id(instance_id)
         return pick_run(self.storage.runs(instance_id), instance_id, self._name(workflow))
 
-    def runs(self, instance_id: str, *, workflow: Any = None) -> list[Instance]:
+    def runs(self, instance_id: str, *, workflow: Any = None) -> builtins.list[Instance]:
         """Every run of ``instance_id`` (finished ones included), newest first."""
         parse_id(instance_id)
         name = self._name(workflow)
         return [r for r in self.storage.runs(instance_id) if name is None or r.workflow == name]
 
     def list(self, *, workflow: Any = None, status: str | None = None, status_in: Iterable[str] | None = None,
-             id: str | None = None, version: int | None = None, limit: int | None = None) -> list[Instance]:
+             id: str | None = None, version: int | None = None, limit: int | None = None) -> builtins.list[Instance]:
         """Instances matching every given filter, newest first."""
         statuses: set[str] | None = None
         if status is not None:
@@ -284,7 +302,7 @@ class Hephaestus:
             statuses = set(status_in) if statuses is None else statuses & set(status_in)
         for s in statuses or ():
             if s not in STATUSES:
-                raise HephError(f"unknown status {s!r}; use one of {', '.join(STATUSES)}")
+                raise InvalidQuery(f"unknown status {s!r}; use one of {', '.join(STATUSES)}")
         if id is not None:
             parse_id(id)
         return self.storage.query(statuses=statuses, workflow=self._name(workflow), instance_id=id,
@@ -292,9 +310,7 @@ class Hephaestus:
 
     def cancel(self, instance_id: str, *, workflow: Any = None) -> Instance:
         """Cancel the active run of ``instance_id``, dropping its timers; ``NotCancellable`` once finished."""
-        self._existing(instance_id, workflow)
-        with self._session(instance_id) as session:
-            instance = pick_run(session.runs(), instance_id, self._name(workflow))
+        with self._existing(instance_id, workflow) as (session, instance):
             cancelled = engine.cancel(instance, self.clock.now())
             session.update(cancelled)
         self._emit_end(cancelled)
@@ -302,100 +318,95 @@ class Hephaestus:
 
     def retry(self, instance_id: str, *, workflow: Any = None) -> Instance:
         """Re-run a failed instance from its failed step; ``NotRetryable`` if it has not failed."""
-        self._existing(instance_id, workflow)
-        with self._session(instance_id) as session:
-            runs = session.runs()
-            instance = pick_run(runs, instance_id, self._name(workflow))
-            definition = self._definition(instance)
-            retried = engine.retry(definition, instance, self.clock.now())
-            _check_unique(runs, self._workflow(instance.workflow).__heph_unique__.scope, definition,
-                          besides=instance.run)
-            retried = engine.begin(retried, self.clock.now(), self._lease())
+        with self._existing(instance_id, workflow) as (session, instance):
+            now = self.clock.now()
+            definition = self.definition_of(instance)
+            retried = engine.begin(engine.retry(definition, instance, now), now, self._lease(now))
+            uniqueness.check(retried, session.runs())
             return self._drive(session, definition, retried, "retry")
 
-    def tick(self) -> list[dict]:
+    def tick(self) -> builtins.list[dict]:
         """Fire every due timer and retry, and finish runs interrupted by a dead process.
 
         Returns one dict per action (``id``, ``run``, ``step``, ``kind``: timer/retry/recovered).
-        Runs busy in another process are skipped (the next tick gets them).
+        Runs busy in another process are skipped (the next tick gets them), and so is a run
+        that cannot be handled (corrupt, or its workflow no longer defined): one bad instance
+        never stops the others.
         """
-        actions: list[dict] = []
+        actions: builtins.list[dict] = []
         for ref in self.storage.interrupted():
-            try:
-                with self._session(ref.id, timeout=0) as session:
-                    match = [r for r in session.runs() if r.run == ref.run]
-                    if match and match[0].status in ("pending", "running"):
-                        steps = [a["step"] for a in match[0].active]
-                        self._recover(session, match[0])
-                        actions.append({"id": ref.id, "run": ref.run, "step": ",".join(steps), "kind": "recovered"})
-            except HephError as exc:  # busy, corrupt, or a workflow/version no longer defined
-                log.info("tick skipped %s: %s", ref.id, exc)
+            self._skipping(ref.id, lambda ref=ref: actions.extend(self._recover_one(ref.id, ref.run)))
         now = self.clock.now()
-        for ref in _due_refs(self.storage, now):
-            try:
-                with self._session(ref.id, timeout=0) as session:
-                    match = [r for r in session.runs() if r.run == ref.run]
-                    if not match:
-                        continue
-                    definition = self._definition(match[0])
-                    fired_instance, fired = engine.fire_due(definition, match[0], now)
-                    if not fired:
-                        continue
-                    if fired_instance.status == "running":
-                        fired_instance = engine.begin(fired_instance, now, self._lease())
-                    actions.extend(fired)
-                    opening = [("step.resume", _payload(fired_instance, step=f["step"], event="timeout"))
-                               for f in fired if f["kind"] == "timer"]
-                    trigger = "timer" if opening else "retry"
-                    self._drive(session, definition, fired_instance, trigger, opening)
-            except HephError as exc:  # one bad instance must not stop the others
-                log.info("tick skipped %s: %s", ref.id, exc)
+        for ref in self.storage.due_batches(now):
+            self._skipping(ref.id, lambda ref=ref: actions.extend(self._fire_one(ref.id, ref.run, now)))
         for action in actions:
             log.info("tick: %s %s of %s", action["kind"], action["step"], action["id"])
         return actions
 
+    @staticmethod
+    def _skipping(instance_id: str, work: Any) -> None:
+        try:
+            work()
+        except HephError as exc:  # busy, corrupt, or a workflow/version no longer defined
+            log.info("tick skipped %s: %s", instance_id, exc)
+
+    def _recover_one(self, instance_id: str, run: str) -> builtins.list[dict]:
+        """Run the active steps of one interrupted run again, if it still is interrupted."""
+        with self.storage.session(instance_id, timeout=0) as session:
+            match = [r for r in session.runs() if r.run == run]
+            if not match or match[0].status not in ("pending", "running"):
+                return []
+            steps = [a["step"] for a in match[0].active]
+            self._recover(session, match[0], self.clock.now())
+        return [{"id": instance_id, "run": run, "step": ",".join(steps), "kind": "recovered"}]
+
+    def _fire_one(self, instance_id: str, run: str, now: datetime) -> builtins.list[dict]:
+        """Fire the due timers and retries of one run and run on from them."""
+        with self.storage.session(instance_id, timeout=0) as session:
+            match = [r for r in session.runs() if r.run == run]
+            if not match:
+                return []
+            definition = self.definition_of(match[0])
+            fired_instance, fired = engine.fire_due(definition, match[0], now)
+            if not fired:
+                return []
+            if fired_instance.status == "running":
+                fired_instance = engine.begin(fired_instance, now, self._lease(now))
+            opening = [("step.resume", _payload(fired_instance, step=f["step"], event="timeout"))
+                       for f in fired if f["kind"] == "timer"]
+            self._drive(session, definition, fired_instance, "timer" if opening else "retry", opening)
+        return fired
+
+
+def _id_for(cls: type[Facade], instance_id: str) -> str:
+    """``instance_id`` checked against the workflow's key and scope (scope ``none``: a random
+    suffix added when the id has none)."""
+    unique = cls.__heph_unique__
+    key, _, suffix = parse_id(instance_id)
+    if key != unique.key:
+        raise InvalidId(f"id {instance_id!r} does not use the business key {unique.key!r} of workflow "
+                        f"{cls.__heph_workflow_name__}", given=instance_id)
+    if unique.scope == "none" and suffix is None:
+        return f"{instance_id}::{new_suffix()}"
+    if unique.scope != "none" and suffix is not None:
+        raise InvalidId(f"id {instance_id!r} has a suffix, but only scope 'none' workflows use "
+                        f"'key::value::suffix' ids", given=instance_id)
+    return instance_id
+
 
 def pick_run(runs: list[Instance], instance_id: str, workflow: str | None = None) -> Instance:
     """The run of ``instance_id`` a command means: the active one, else the newest (``runs``
-    newest first; ``workflow``: only that workflow's). ``InstanceNotFound`` if there is none."""
+    newest first; ``workflow``: only that workflow's). ``InstanceNotFound`` if there is none,
+    ``AmbiguousInstance`` if the id is active in several workflows and none was named."""
     if workflow is not None:
         runs = [r for r in runs if r.workflow == workflow]
     if not runs:
-        where = f" of workflow {workflow}" if workflow else ""
-        raise InstanceNotFound(f"no instance {instance_id}{where}: check the id, or `heph list` to see instances")
+        raise InstanceNotFound(instance_id=instance_id, workflow=workflow)
     active = [r for r in runs if r.is_active]
     workflows = sorted({r.workflow for r in active})
     if len(workflows) > 1:
-        raise HephError(
-            f"{instance_id} is active in several workflows ({', '.join(workflows)}): "
-            f"name the workflow (CLI: heph show WORKFLOW --id {instance_id})"
-        )
+        raise AmbiguousInstance(instance_id=instance_id, workflows=workflows)
     return active[0] if active else runs[0]
-
-
-def _due_refs(storage: Storage, now: datetime):
-    """The due runs for one tick: ``storage.due(now)``, or, when the store can share them out
-    among concurrent workers (``due_batches``, e.g. PostgreSQL), the batches it claims for us."""
-    batches = getattr(storage, "due_batches", None)
-    return batches(now) if batches is not None else storage.due(now)
-
-
-def _check_unique(runs: list[Instance], scope: str, definition: WorkflowDefinition, besides: str | None = None) -> None:
-    """``AlreadyRunning`` if an active run (other than ``besides``) holds the id in ``scope``."""
-    for other in runs:
-        if other.run != besides and other.is_active and _conflicts(scope, other, definition):
-            raise AlreadyRunning(
-                f"{other.id} is already running ({other.workflow} v{other.version}, status {other.status}); "
-                f"cancel it or wait until it finishes"
-            )
-
-
-def _conflicts(scope: str, other: Instance, definition: WorkflowDefinition) -> bool:
-    if scope == "global" or scope == "none":
-        return True
-    if scope == "version":
-        return other.workflow == definition.name and other.version == definition.version
-    return other.workflow == definition.name
 
 
 def _ms(a: datetime, b: datetime) -> float:

@@ -16,11 +16,22 @@ once, whoever opens them; a thread is the cheapest other party, and it catches
 adapters whose locks are re-entrant per process or per thread (a second
 session from the same thread would then wrongly pass, or wrongly deadlock).
 Exclusion between separate processes is the adapter's own business to test
-(``tests/test_multiprocess.py`` does it for the JSON-file store).
+(``tests/test_multiprocess.py`` does it for the JSON-file store); the crash-recovery test
+does fork a child (``multiprocessing``'s ``fork`` context) for adapters that persist: the
+child builds its own handle with ``reopen_storage`` (a connection pool must never be shared
+across a fork), writes under a session and is killed with SIGKILL while it holds it.
+
+Uniqueness is part of the contract: ``insert``/``update`` refuse, with ``AlreadyRunning``
+and nothing written, an active run that ``heph.core.uniqueness.conflicts`` with another
+active run of the id. The cases below are written out (not computed from ``conflicts``), so
+the suite states the rule on its own.
 """
 
 from __future__ import annotations
 
+import multiprocessing
+import os
+import signal
 import threading
 import time
 from datetime import datetime, timedelta, timezone
@@ -28,7 +39,8 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from heph.core.instance import Context, HistoryEntry, Instance
-from heph.errors import StorageError
+from heph.core.uniqueness import scope_of_id
+from heph.errors import AlreadyRunning, InstanceBusy, InstanceNotFound, StorageError
 from heph.runtime.storage.base import RunRef, Storage
 
 BASE = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
@@ -44,11 +56,14 @@ def make_instance(
     version: int = 1,
     due_at: datetime | None = None,
     wait_kind: str = "timer",
+    scope: str | None = None,
 ) -> Instance:
     """A plausible run of ``instance_id`` in ``status``; ``seq`` orders runs (higher = newer).
 
     A ``waiting`` run waits on step ``pause`` (``wait_kind`` event, timer or retry;
     ``due_at`` for timers and retries); ``pending``/``running`` runs have an active step.
+    ``scope`` is the run's uniqueness scope (default: what a run stored without one reads as,
+    ``heph.core.uniqueness.scope_of_id``: ``none`` for a suffixed id, else ``workflow``).
     """
     created = BASE + timedelta(seconds=seq)
     run = f"{created:%Y%m%dT%H%M%S%f}-{seq:06x}"
@@ -69,6 +84,7 @@ def make_instance(
         runtime_metadata={"seq": seq},
         completed=["first"],
         history=history,
+        scope=scope if scope is not None else scope_of_id(instance_id),
     )
     if status in ("pending", "running"):
         instance.active = [{"step": "second", "config": None, "attempt": 1, "first_attempt": 1}]
@@ -113,8 +129,78 @@ def finish(instance: Instance) -> Instance:
     return out
 
 
+# -- the cases of the uniqueness rule ------------------------------------------------------------
+
+#: (scope of the first run, scope of the second, same workflow?, same version?, do they conflict?)
+#: The rule (``heph.core.uniqueness.conflicts``) written out: ``global`` on either side holds the
+#: id across every workflow; ``none`` runs of one id always conflict; otherwise runs of different
+#: workflows never conflict, and within one workflow only two ``version`` runs of different
+#: versions may coexist.
+UNIQUENESS_CASES = [
+    ("workflow", "workflow", True, True, True),
+    ("workflow", "workflow", True, False, True),
+    ("workflow", "workflow", False, True, False),
+    ("version", "version", True, True, True),
+    ("version", "version", True, False, False),
+    ("version", "version", False, True, False),
+    ("workflow", "version", True, False, True),
+    ("version", "workflow", True, False, True),
+    ("workflow", "version", False, True, False),
+    ("version", "workflow", False, False, False),
+    ("global", "global", True, True, True),
+    ("global", "global", False, True, True),
+    ("global", "workflow", False, True, True),
+    ("workflow", "global", False, True, True),
+    ("global", "version", False, False, True),
+    ("version", "global", False, False, True),
+    ("global", "workflow", True, False, True),
+    ("none", "none", True, True, True),
+    ("none", "none", True, False, True),
+]
+
+
+def _case_id(case: tuple) -> str:
+    first, second, same_workflow, same_version, clash = case
+    return (f"{first}-{second}-{'same' if same_workflow else 'other'}wf-"
+            f"{'same' if same_version else 'other'}v-{'conflict' if clash else 'ok'}")
+
+
+def uniqueness_pair(case: tuple, second_status: str = "waiting") -> tuple[Instance, Instance]:
+    """Two runs of one id for ``case``: an active (waiting) first one, and a second one in
+    ``second_status``."""
+    first_scope, second_scope, same_workflow, same_version, _ = case
+    instance_id = "conf::u::0badcafe" if "none" in (first_scope, second_scope) else "conf::u"
+    first = make_instance(instance_id, seq=1, status="waiting", wait_kind="event", scope=first_scope,
+                          workflow=WORKFLOW, version=1)
+    second = make_instance(instance_id, seq=2, status=second_status, wait_kind="event", scope=second_scope,
+                           workflow=WORKFLOW if same_workflow else "conformance_other",
+                           version=1 if same_version else 2)
+    return first, second
+
+
+AT = BASE + timedelta(hours=1)
+
+
+def _crash_child(conformance, storage, instance: Instance, conn) -> None:
+    """In the forked child: a handle of its own, a session holding the id, two writes, then wait."""
+    try:
+        mine = conformance.reopen_storage(storage)
+        with mine.session(instance.id, timeout=10) as session:
+            session.insert(instance)
+            updated = instance.copy()
+            updated.runtime_metadata["step"] = "second write"
+            updated.updated_at = updated.updated_at + timedelta(seconds=1)
+            session.update(updated)
+            conn.send("written")
+            time.sleep(120)                                          # killed here, session open
+    except BaseException as exc:  # noqa: BLE001 - reported to the parent
+        conn.send(f"error: {type(exc).__name__}: {exc}")
+
+
 class StorageConformance:
-    """The contract tests every ``Storage`` adapter passes. Subclass it and implement ``make_storage``.
+    """The contract tests every ``Storage`` adapter passes. Subclass it and implement ``make_storage``
+    (and ``reopen_storage`` if the adapter persists; ``shares_claims = True`` if its ``claim_due``
+    really claims).
 
     The class name does not start with ``Test``, so pytest collects only the subclasses.
     """
@@ -122,13 +208,19 @@ class StorageConformance:
     #: Seconds a blocked session waits in the timeout test (adapters with slow locks may raise it).
     lock_wait = 0.2
 
+    #: Whether ``claim_due`` really claims, so that two owners get disjoint batches (adapters shared
+    #: by several workers, such as PostgreSQL); the default of ``Storage`` claims nothing.
+    shares_claims = False
+
     def make_storage(self, tmp_path) -> Storage:
         """Return a new, empty store that keeps its data under ``tmp_path`` (if it keeps files)."""
         raise NotImplementedError("subclasses of StorageConformance implement make_storage(tmp_path)")
 
     def reopen_storage(self, storage: Storage) -> Storage | None:
         """A second handle on the same data (a new process would open this), or None if the
-        adapter does not persist; the persistence test is skipped then."""
+        adapter does not persist; the persistence and crash-recovery tests are skipped then.
+        The crash-recovery test calls it in a forked child: it must build a new handle (new
+        connections), never reuse the parent's."""
         return None
 
     @pytest.fixture
@@ -495,3 +587,195 @@ class StorageConformance:
         assert storage.interrupted() == [RunRef(instance.id, instance.run)]
         self.replace(storage, finish(instance))
         assert storage.interrupted() == []
+
+    # -- uniqueness (every case of the rule, on insert and on update) ------------------------
+
+    @pytest.mark.parametrize("case", UNIQUENESS_CASES, ids=_case_id)
+    def test_uniqueness_on_insert(self, storage, case):
+        first, second = uniqueness_pair(case)
+        self.put(storage, first)
+        with storage.session(first.id) as session:
+            if case[-1]:
+                with pytest.raises(AlreadyRunning) as refused:
+                    session.insert(second)
+                assert refused.value.instance_id == first.id
+                assert session.runs() == [first]                     # nothing written
+            else:
+                session.insert(second)
+                assert session.runs() == [second, first]
+        assert storage.runs(first.id) == ([first] if case[-1] else [second, first])
+
+    @pytest.mark.parametrize("case", UNIQUENESS_CASES, ids=_case_id)
+    def test_uniqueness_on_update(self, storage, case):
+        first, finished = uniqueness_pair(case, second_status="completed")
+        _, revived = uniqueness_pair(case)                           # the same run, active again
+        assert revived.run == finished.run
+        self.put(storage, first, finished)                           # a finished run never conflicts
+        with storage.session(first.id) as session:
+            if case[-1]:
+                with pytest.raises(AlreadyRunning) as refused:
+                    session.update(revived)
+                assert refused.value.instance_id == first.id
+                assert session.runs() == [finished, first]           # the earlier record stays
+            else:
+                session.update(revived)
+        assert storage.runs(first.id) == ([finished, first] if case[-1] else [revived, first])
+        assert storage.query(instance_id=first.id, statuses={"waiting"}) == (
+            [first] if case[-1] else [revived, first])
+
+    @pytest.mark.parametrize("status", ["completed", "failed", "cancelled"])
+    def test_finished_runs_never_conflict(self, storage, status):
+        # global scope, one workflow, one version: the strictest case
+        old = make_instance("conf::f", seq=1, status=status, scope="global")
+        active = make_instance("conf::f", seq=2, status="waiting", wait_kind="event", scope="global")
+        newer_finished = make_instance("conf::f", seq=3, status=status, scope="global", workflow="conformance_other")
+        with storage.session("conf::f") as session:
+            session.insert(old)
+            session.insert(active)                                   # beside a finished run
+            session.insert(newer_finished)                           # a finished run beside an active one
+            session.update(active)                                   # an active run rewritten beside them
+        assert storage.runs("conf::f") == [newer_finished, active, old]
+        blocked = make_instance("conf::f", seq=4, status="pending", scope="global", workflow="conformance_other")
+        with storage.session("conf::f") as session:
+            with pytest.raises(AlreadyRunning):
+                session.insert(blocked)
+            session.update(finish(active))                           # once it finishes, the id is free
+            session.insert(blocked)
+        assert [r.status for r in storage.runs("conf::f")] == ["pending", status, "completed", status]
+
+    def test_uniqueness_needs_no_workflow_definition(self, storage):
+        # the stored scope decides: these workflow names are defined nowhere
+        held = make_instance("conf::g", seq=1, status="running", workflow="nowhere_defined_a", scope="global")
+        other = make_instance("conf::g", seq=2, status="waiting", workflow="nowhere_defined_b", version=7,
+                              wait_kind="event", scope="version")
+        self.put(storage, held)
+        with pytest.raises(AlreadyRunning):
+            self.put(storage, other)
+        assert storage.runs("conf::g") == [held]
+        assert storage.runs("conf::g")[0].scope == "global"
+
+    # -- must_exist and busy sessions ----------------------------------------------------------
+
+    def test_must_exist_on_an_id_without_runs_leaves_nothing(self, storage):
+        try:
+            with storage.session("conf::ghost", must_exist=True) as session:
+                assert session.runs() == []
+        except InstanceNotFound as exc:
+            assert exc.instance_id == "conf::ghost"
+        assert not storage.exists("conf::ghost")
+        assert storage.runs("conf::ghost") == []
+        assert storage.query() == []
+        assert storage.query(instance_id="conf::ghost") == []
+        assert self.try_session_from_thread(storage, "conf::ghost", timeout=0) is None
+
+    def test_must_exist_on_an_existing_id_opens_the_session(self, storage):
+        instance = make_instance("conf::one", status="waiting", wait_kind="event")
+        self.put(storage, instance)
+        with storage.session("conf::one", must_exist=True) as session:
+            assert session.runs() == [instance]
+            session.update(finish(instance))
+        assert storage.runs("conf::one") == [finish(instance)]
+
+    def test_a_busy_session_raises_instance_busy(self, storage):
+        with storage.session("conf::one"):
+            error = self.try_session_from_thread(storage, "conf::one", timeout=0)
+        assert isinstance(error, InstanceBusy), error
+        assert error.instance_id == "conf::one"
+        assert "busy" in str(error)
+
+    # -- sharing work among workers: claims, batches, waiting -----------------------------------
+
+    @pytest.fixture
+    def due_store(self, storage):
+        """Five runs due at ``AT``, one due later, one waiting for an event."""
+        due = [make_instance(f"conf::due{n}", seq=n, status="waiting", due_at=AT - timedelta(minutes=n),
+                             wait_kind="retry" if n % 2 else "timer") for n in range(5)]
+        later = make_instance("conf::later", seq=10, status="waiting", due_at=AT + timedelta(minutes=1))
+        event = make_instance("conf::event", seq=11, status="waiting", wait_kind="event")
+        self.put(storage, *due, later, event)
+        return storage, {RunRef(i.id, i.run) for i in due}
+
+    def test_claim_due_returns_only_due_runs_and_at_most_limit(self, due_store):
+        storage, due = due_store
+        claimed = storage.claim_due(AT, 3, "owner-one")
+        assert len(claimed) == 3 and len(set(claimed)) == 3
+        assert set(claimed) <= due
+        assert isinstance(storage.release_claims("owner-one"), int)
+        assert storage.claim_due(AT - timedelta(hours=1), 10, "owner-two") == []   # nothing due yet
+        assert storage.claim_due(AT, 0, "owner-three") == []
+
+    def test_due_batches_yields_every_due_run_exactly_once(self, due_store):
+        storage, due = due_store
+        walked = list(storage.due_batches(AT, 2))
+        assert sorted(walked) == sorted(due)
+        again = list(storage.due_batches(AT, 100))                  # the walk left nothing claimed
+        assert sorted(again) == sorted(due)
+
+    def test_release_claims_returns_how_many(self, due_store):
+        storage, due = due_store
+        assert storage.release_claims("nobody") == 0
+        claimed = storage.claim_due(AT, 2, "owner-one")
+        released = storage.release_claims("owner-one", claimed)
+        assert isinstance(released, int) and not isinstance(released, bool)
+        if self.shares_claims:
+            assert released == len(claimed) == 2
+            assert storage.release_claims("owner-one") == 0
+        assert storage.release_claims("owner-one", []) == 0
+
+    def test_two_owners_claim_disjoint_batches(self, due_store):
+        if not self.shares_claims:
+            pytest.skip("this adapter claims nothing (one host: shares_claims = False)")
+        storage, due = due_store
+        first = storage.claim_due(AT, 3, "owner-one")
+        second = storage.claim_due(AT, 3, "owner-two")
+        assert len(first) == 3 and len(second) == 2
+        assert not set(first) & set(second)
+        assert set(first) | set(second) == due
+        assert storage.claim_due(AT, 3, "owner-three") == []
+        assert storage.release_claims("owner-one") == 3
+        assert set(storage.claim_due(AT, 10, "owner-three")) == set(first)
+
+    def test_wait_for_work_returns_a_bool_soon(self, storage):
+        started = time.monotonic()
+        woke = storage.wait_for_work(0.05)
+        assert isinstance(woke, bool)
+        assert time.monotonic() - started < 2
+
+    # -- crash recovery ------------------------------------------------------------------------
+
+
+    def test_a_process_killed_inside_a_session_leaves_its_last_write_and_no_lock(self, storage):
+        probe = self.reopen_storage(storage)
+        if probe is None:
+            pytest.skip("this adapter does not persist beyond its handle")
+        probe.close()
+        if "fork" not in multiprocessing.get_all_start_methods():
+            pytest.skip("needs the fork start method")
+        instance = make_instance("conf::crash", status="running")
+        expected = instance.copy()
+        expected.runtime_metadata["step"] = "second write"
+        expected.updated_at = expected.updated_at + timedelta(seconds=1)
+        ctx = multiprocessing.get_context("fork")
+        parent_end, child_end = ctx.Pipe(duplex=False)
+        child = ctx.Process(target=_crash_child, args=(self, storage, instance, child_end), daemon=True)
+        child.start()
+        try:
+            assert parent_end.poll(30), "the child did not write within 30 s"
+            assert parent_end.recv() == "written"
+            assert child.pid is not None
+            with pytest.raises(StorageError):                        # the child holds the id
+                with storage.session("conf::crash", timeout=0):
+                    pass
+            os.kill(child.pid, signal.SIGKILL)
+            child.join(10)
+            assert child.exitcode == -signal.SIGKILL
+        finally:
+            if child.is_alive():
+                child.kill()
+                child.join(5)
+        assert storage.runs("conf::crash") == [expected]             # the last record written
+        assert RunRef(instance.id, instance.run) in storage.interrupted()
+        started = time.monotonic()
+        with storage.session("conf::crash", timeout=5) as session:   # the lock died with the child
+            assert session.runs() == [expected]
+        assert time.monotonic() - started < 5

@@ -36,12 +36,12 @@ def run_to_completion(
     app = app or current_app()
     queue = list(events)
     instance_id = app.start(workflow, value, context, version=version, **options)
-    name = app._workflow(workflow).__heph_workflow_name__
+    name = app.workflow(workflow).__heph_workflow_name__
     for _ in range(max_rounds):
         instance = app.get(instance_id, workflow=name)
         if not instance.is_active:
             return instance
-        definition = app._definition(instance)
+        definition = app.definition_of(instance)
         accepted = {event for key, wait in instance.waits.items() if wait["kind"] != "retry"
                     for event in definition.events_of(key)}
         due = instance.next_due_at

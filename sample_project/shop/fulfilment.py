@@ -101,7 +101,8 @@ class Pack(Step):
     events = ["packed"]
 
     def execute(self, instance, config, context):
-        return "packed", {"label": context.steps["print_label"]["label"], "dock": context.steps["book_dock_slot"]["dock"]}
+        steps = context.steps
+        return "packed", {"label": steps["print_label"]["label"], "dock": steps["book_dock_slot"]["dock"]}
 
 
 class ExpressShip(Step):

@@ -417,8 +417,11 @@ def test_target_that_is_not_a_class():
 
 
 def test_a_valid_retry_policy_is_accepted():
-    Flaky = make_step("Flaky", ["ok"], retry=Retry(max_attempts=5, backoff="linear", base_delay=0, max_delay=10))
-    define("v_retryok", start=Flaky, transitions={Flaky: {"ok": Done}})
+    policy = Retry(max_attempts=5, backoff="linear", base_delay=0, max_delay=10)
+    Flaky = make_step("Flaky", ["ok"], retry=policy)
+    definition = define("v_retryok", start=Flaky, transitions={Flaky: {"ok": Done}}).definition()
+    assert definition.steps["flaky"] is Flaky
+    assert definition.steps["flaky"].retry == policy
 
 
 # -- tags, metadata, version ------------------------------------------------------------------------------

@@ -328,3 +328,23 @@ def test_a_refused_resume_after_a_recovery_prints_one_line(project):
     assert run.code == 1 and "not waiting" in run.err, run  # refused, after finishing the interrupted step
     assert heph(project, "show", "sleepy", "s3", "--json").json()["status"] == "completed"
     assert len(run.err.strip().splitlines()) == 1, run
+
+
+# -- the Python API ----------------------------------------------------------------------------------
+
+
+def test_diagnosing_creates_nothing_not_even_lock_files(tmp_path):
+    from heph.runtime.doctor import diagnose
+    from heph.runtime.storage.jsonfile import JsonFileStorage
+    from heph.testing.conformance import make_instance
+
+    store = JsonFileStorage(tmp_path / "store")
+    running = make_instance("doc::r", status="running")
+    with store.session(running.id) as session:
+        session.insert(running)
+    (store.instances / "doc~r" / ".lock").unlink()  # a store copied without its lock files
+    before = sorted(p for p in store.root.rglob("*"))
+    report = diagnose(store)
+    assert report["healthy"] and report["busy"] == []
+    assert [(i["id"], i["run"]) for i in report["interrupted"]] == [(running.id, running.run)]
+    assert sorted(p for p in store.root.rglob("*")) == before

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -440,3 +441,231 @@ def test_a_directory_left_by_a_dead_process_is_made_durable_by_the_first_run(app
     synced = _fsyncs(monkeypatch)
     app.start(JsQuick, "orphan")
     assert synced == ["jsq~orphan", "instances"]
+
+
+# -- sessions: must_exist, uniqueness, busy ------------------------------------------------
+
+
+def _listings(monkeypatch, directory: Path) -> list[str]:
+    """Every listing of ``directory`` from now on (``os.listdir``/``os.scandir`` calls)."""
+    seen: list[str] = []
+    real_listdir, real_scandir = os.listdir, os.scandir
+
+    def listdir(path="."):
+        if Path(path) == directory:
+            seen.append("listdir")
+        return real_listdir(path)
+
+    def scandir(path="."):
+        if Path(path) == directory:
+            seen.append("scandir")
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "listdir", listdir)
+    monkeypatch.setattr(os, "scandir", scandir)
+    return seen
+
+
+@pytest.mark.parametrize("store_made", [False, True])
+def test_must_exist_on_an_unknown_id_creates_nothing(root, store_made):
+    store = JsonFileStorage(root)
+    if store_made:
+        with store.session("jsq::warm") as session:
+            session.runs()
+    before = snapshot(root) if store_made else None
+    with pytest.raises(heph.InstanceNotFound) as refused:
+        with store.session("jsq::ghost", must_exist=True):
+            pass
+    assert refused.value.instance_id == "jsq::ghost"
+    assert not (root / "instances" / "jsq~ghost").exists()
+    if store_made:
+        assert snapshot(root) == before
+    else:
+        assert not root.exists()  # not even the store's layout
+
+
+def test_must_exist_on_a_directory_without_runs_leaves_no_lock_file(root):
+    store = JsonFileStorage(root)
+    with store.session("jsq::warm"):
+        pass
+    empty = root / "instances" / "jsq~empty"
+    empty.mkdir(mode=0o700)  # made by hand, or left by a copy: no lock file in it
+    with pytest.raises(heph.InstanceNotFound):
+        with store.session("jsq::empty", must_exist=True):
+            pass
+    assert list(empty.iterdir()) == []
+    (empty / ".lock").touch()  # left by a start that died before storing anything
+    with pytest.raises(heph.InstanceNotFound):
+        with store.session("jsq::empty", must_exist=True):
+            pass
+    assert [p.name for p in empty.iterdir()] == [".lock"]
+
+
+def test_must_exist_while_a_first_start_holds_the_lock_is_not_found_at_once(root):
+    store = JsonFileStorage(root, lock_timeout=30)
+    with store.session("jsq::starting"):  # a start in its first step: nothing stored yet
+        started = datetime.now()
+        with pytest.raises(heph.InstanceNotFound):
+            with store.session("jsq::starting", must_exist=True):
+                pass
+        assert (datetime.now() - started).total_seconds() < 5  # not "busy" after the lock timeout
+
+
+def test_must_exist_lists_the_directory_once(app, root, monkeypatch):
+    app.start(JsFlow, "a")
+    directory = root / "instances" / "jsk~a"
+    seen = _listings(monkeypatch, directory)
+    store = app.storage
+    with store.session("jsk::a", must_exist=True) as session:
+        (run,) = session.runs()
+        session.update(dataclasses.replace(run, status="cancelled"))
+    assert seen == ["listdir"]
+    app.start(JsFlow, "a")  # a second run (the first was cancelled)
+    seen.clear()
+    app.resume("jsk::a", "received")  # the runtime's resume goes through must_exist too
+    assert len(seen) == 1, seen
+
+
+def test_a_held_lock_raises_instance_busy(root):
+    from heph.testing.conformance import make_instance
+
+    store = JsonFileStorage(root, lock_timeout=0)
+    with store.session("jsq::held") as session:
+        session.insert(make_instance("jsq::held"))
+    with store.session("jsq::held"):
+        for must_exist in (False, True):
+            with pytest.raises(heph.errors.InstanceBusy) as busy:
+                with store.session("jsq::held", must_exist=must_exist):
+                    pass
+            assert busy.value.instance_id == "jsq::held"
+            assert str(busy.value) == ("instance jsq::held is busy (another heph process holds its lock); "
+                                       "try again later")
+
+
+def _active_pair():
+    from heph.testing.conformance import make_instance
+
+    first = make_instance("jsk::u", seq=1, status="waiting", wait_kind="event", workflow="js_flow")
+    second = make_instance("jsk::u", seq=2, status="running", workflow="js_flow")
+    return first, second
+
+
+def test_a_conflicting_insert_is_refused_and_writes_nothing(root):
+    store = JsonFileStorage(root)
+    first, second = _active_pair()
+    with store.session(first.id) as session:
+        session.insert(first)
+    before = snapshot(root)
+    for listed in (False, True):  # whether or not the session read the runs first
+        with store.session(first.id) as session:
+            if listed:
+                session.runs()
+            with pytest.raises(heph.AlreadyRunning) as refused:
+                session.insert(second)
+        assert refused.value.instance_id == first.id and refused.value.status == "waiting"
+        assert snapshot(root) == before
+
+
+def test_a_conflicting_update_is_refused_and_writes_nothing(root):
+    from heph.testing.conformance import finish
+
+    store = JsonFileStorage(root)
+    first, second = _active_pair()
+    with store.session(first.id) as session:
+        session.insert(finish(second))
+        session.insert(first)
+    before = snapshot(root)
+    with store.session(first.id, must_exist=True) as session:
+        with pytest.raises(heph.AlreadyRunning):
+            session.update(second)  # the finished run made active again, beside the waiting one
+    assert snapshot(root) == before
+    assert [r.status for r in store.runs(first.id)] == ["completed", "waiting"]
+
+
+def test_exists_reads_no_run_file(app, root, monkeypatch):
+    app.start(JsFlow, "a")
+    reads = _reads(monkeypatch)
+    assert app.storage.exists("jsk::a") and not app.storage.exists("jsk::nobody")
+    assert reads == []
+
+
+# -- the maintenance API heph doctor uses ---------------------------------------------------
+
+
+def test_the_doctor_api(app, root, clock):
+    made = populate(app, clock)
+    store = app.storage
+    assert store.index_complete()
+    dirs = store.instance_dirs()
+    assert [d.name for d in dirs] == ["jsk~a", "jsk~b", "jsk~c", "jsq~q1"]
+    b = root / "instances" / "jsk~b"
+    tmp = b / f".{made['b'].run}.json.4242.tmp"
+    tmp.write_bytes(b"{half")
+    assert store.instance_files(b) == ([run_file(root, made["b"])], [tmp])
+    wanted = set().union(*(store.markers(i) for i in made.values()))
+    assert f"status/waiting/{marker(made['b'])}" in store.markers(made["b"])
+    assert any(m.startswith("due/") for m in store.markers(made["b"]))  # b waits on a timer
+    assert store.present_markers() == wanted
+    assert not store.is_busy(b)
+    with store.session("jsk::b"):
+        assert store.is_busy(b)
+    assert not store.is_busy(root / "instances" / "jsk~nobody")  # creates nothing
+    assert not (root / "instances" / "jsk~nobody").exists()
+    moved = store.quarantine(tmp)
+    assert moved == str(root / "quarantine" / "jsk~b" / tmp.name) and not tmp.exists()
+    tmp.write_bytes(b"{again")
+    assert store.quarantine(tmp) == f"{moved}.1"  # overwrites nothing
+    assert store.quarantine(tmp) is None  # gone already
+    (root / "index" / "FORMAT").unlink()
+    assert not store.index_complete()
+
+
+def test_doctor_imports_no_private_name():
+    import ast
+
+    import heph.runtime.doctor as doctor
+
+    tree = ast.parse(Path(doctor.__file__).read_text())
+    imported = [alias.name for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) for alias in node.names]
+    used = [node.attr for node in ast.walk(tree) if isinstance(node, ast.Attribute)]
+    assert not [name for name in imported + used if name.startswith("_")]
+
+
+def test_the_encoder_is_the_standard_librarys_public_one():
+    source = Path(jsonfile.__file__).read_text()
+    assert "c_make_encoder" not in source and "encode_basestring" not in source
+    big = {"n": 2**200, "neg": -(2**70), "f": 1e16, "nan": float("nan"), "text": "grüße ✓\u2028"}
+    assert jsonfile._dumps(big) == json.dumps(big, ensure_ascii=False, separators=(", ", ": "))
+
+
+# -- the in-memory store's index -------------------------------------------------------------
+
+
+def test_memory_queries_decode_only_the_runs_they_return(monkeypatch):
+    from heph.runtime.storage import memory
+
+    app = heph.Hephaestus(storage=memory.MemoryStorage(), clock=heph.ManualClock())
+    for n in range(20):
+        app.start(JsQuick, f"q{n}")
+    app.start(JsFlow, "a")
+    app.start(JsFlow, "b")
+    app.resume("jsk::b", "received")  # waits one hour
+    decoded: list[str] = []
+    real = memory._thaw
+    monkeypatch.setattr(memory, "_thaw", lambda doc: decoded.append(doc) or real(doc))
+    store = app.storage
+    assert sorted(i.id for i in store.query(statuses=["waiting"])) == ["jsk::a", "jsk::b"]
+    assert len(decoded) == 2
+    decoded.clear()
+    assert [i.id for i in store.query(workflow="js_flow", limit=1)] == ["jsk::b"]
+    assert len(store.query(statuses=["completed"], limit=3)) == 3
+    assert len(decoded) == 4
+    decoded.clear()
+    assert store.interrupted() == [] and store.due(datetime(2000, 1, 1, tzinfo=timezone.utc)) == []
+    assert [r.id for r in store.due(datetime(3000, 1, 1, tzinfo=timezone.utc))] == ["jsk::b"]
+    assert store.exists("jsk::a") and not store.exists("jsk::zzz")
+    assert decoded == []
+    with pytest.raises(heph.InstanceNotFound):
+        with store.session("jsk::zzz", must_exist=True):
+            pass
+    assert "jsk::zzz" not in store._locks  # nothing left behind

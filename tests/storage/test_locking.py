@@ -16,7 +16,7 @@ import pytest
 from filelock import FileLock, Timeout
 
 import heph
-from heph.errors import StorageError
+from heph.errors import InstanceBusy, StorageError
 from heph.runtime.storage.jsonfile import JsonFileStorage
 from heph.runtime.storage.locking import InstanceLock, LockTimeout
 
@@ -139,3 +139,45 @@ def test_store_session_is_busy_while_filelock_holds_the_instance(tmp_path):
     with store.session("orderid::o1") as session:
         assert session.runs() == []
     assert app.list() == []
+
+
+def test_try_acquire_takes_a_free_lock_and_never_waits(tmp_path):
+    path = tmp_path / ".lock"
+    holder = Holder(path, "filelock")
+    try:
+        started = time.monotonic()
+        assert InstanceLock(path, timeout=60).try_acquire() is False
+        assert time.monotonic() - started < 5  # the timeout is for acquire(), not for try_acquire()
+    finally:
+        holder.release()
+    lock = InstanceLock(path, timeout=0)
+    assert lock.try_acquire() is True
+    with pytest.raises(RuntimeError, match="already held"):
+        lock.try_acquire()
+    lock.release()
+
+
+def test_try_acquire_without_create_creates_nothing(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        InstanceLock(tmp_path / ".lock", timeout=0).try_acquire(create=False)
+    with pytest.raises(FileNotFoundError):
+        InstanceLock(tmp_path / "missing" / ".lock", timeout=0).try_acquire(create=False)
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / ".lock").touch()
+    lock = InstanceLock(tmp_path / ".lock", timeout=0)
+    assert lock.try_acquire(create=False) is True
+    lock.release()
+
+
+def test_a_held_store_session_raises_instance_busy(tmp_path):
+    store = JsonFileStorage(tmp_path / "store", lock_timeout=0.2)
+    instance_dir = store.instances / "orderid~o2"
+    instance_dir.mkdir(parents=True, mode=0o700)
+    holder = Holder(instance_dir / ".lock", "heph")
+    try:
+        with pytest.raises(InstanceBusy) as busy:
+            with store.session("orderid::o2"):
+                pass
+        assert busy.value.instance_id == "orderid::o2"
+    finally:
+        holder.release()

@@ -18,6 +18,13 @@ session fsyncs the directory once, making the session's renames durable. The ind
 is therefore always a superset of the truth: readers re-check every hit against the
 instance file, markers cost no fsync, and a missing index is rebuilt from the
 instance files.
+
+A session holds the id's lock and lists its directory once; ``insert``/``update`` check
+uniqueness (``heph.core.uniqueness``) against the runs it knows before writing anything. A
+session opened with ``must_exist`` on an id without runs raises ``InstanceNotFound`` and creates
+nothing (no directory, no lock file, not the store's layout). ``heph doctor`` works through
+the maintenance methods (``index_complete``, ``markers``, ``present_markers``, ``instance_dirs``,
+``instance_files``, ``is_busy``, ``quarantine``, ``rebuild_index``).
 """
 
 from __future__ import annotations
@@ -28,14 +35,16 @@ import json
 import logging
 import os
 import re
+import shutil
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable, Iterator
 
+from heph.core import uniqueness
 from heph.core.ids import check_id
 from heph.core.instance import HEAD_FIELDS, STATUSES, Instance
-from heph.errors import StorageError
+from heph.errors import InstanceBusy, InstanceNotFound, StorageError
 from heph.runtime.storage.base import RunRef, Session, Storage
 from heph.runtime.storage.locking import InstanceLock, LockTimeout
 
@@ -172,28 +181,15 @@ def _fsync_dir(path: str | os.PathLike) -> None:
         os.close(fd)
 
 
-_compact = json.JSONEncoder(ensure_ascii=False, separators=(", ", ": ")).encode
-try:  # CPython's C encoder, built once: JSONEncoder.encode builds one per call
-    from json.encoder import c_make_encoder as _c_make_encoder
-    from json.encoder import encode_basestring as _encode_basestring
-
-    _c_encode = _c_make_encoder(None, json.JSONEncoder().default, _encode_basestring, None, ": ", ", ",
-                                False, False, True)
-except (ImportError, TypeError):  # pragma: no cover - other Pythons
-    _c_encode = None
-    from json.encoder import py_encode_basestring as _encode_basestring
-
-
-def _dumps(value) -> str:
-    """``_compact(value)``, faster (the data is plain JSON data: no cycles to look for)."""
-    return "".join(_c_encode(value, 0)) if _c_encode is not None else _compact(value)
+# Every instance file is written by the standard library's encoder, built once (``json.dumps``
+# would build one per call); with no ``indent`` it runs in C. ``check_circular=False``: the data
+# is plain JSON data, with no cycles to look for.
+_dumps = json.JSONEncoder(ensure_ascii=False, check_circular=False, separators=(", ", ": ")).encode
 
 
 def _dumps_field(value) -> str:
-    """``_dumps``, with the scalars and empty containers most fields hold encoded directly."""
+    """``_dumps``, with the ints, None and empty containers most fields hold encoded directly."""
     kind = value.__class__
-    if kind is str:
-        return _encode_basestring(value)
     if value is None:
         return "null"
     if kind is int:
@@ -203,15 +199,15 @@ def _dumps_field(value) -> str:
     return _dumps(value)
 
 
-_PREFIXES = tuple(f" {_compact(field)}: " for field in HEAD_FIELDS)  # each field's line starts so
+_PREFIXES = tuple(f" {_dumps(field)}: " for field in HEAD_FIELDS)  # each field's line starts so
 _CONTEXT = HEAD_FIELDS.index("context")
 _BEFORE_CONTEXT, _AFTER_CONTEXT = _PREFIXES[:_CONTEXT], _PREFIXES[_CONTEXT + 1:]
 
 
 def encode(instance: Instance, cache: dict | None = None) -> bytes:
     """The file content of a run: UTF-8 JSON with one field per line and one history entry
-    per line — readable, diffable, and written by the C JSON encoder (``indent=`` would fall
-    back to the pure-Python one, several times slower). ``cache`` keeps, by identity, what a
+    per line — readable, diffable, and written by the standard library's C encoder (``indent=``
+    would fall back to the pure-Python one, several times slower). ``cache`` keeps, by identity, what a
     session writes again and again: the lines of history entries (frozen), the initial
     context and each step's updates (replaced by the engine, never changed in place)."""
     head = instance.head()
@@ -228,7 +224,7 @@ def _context_json(context, cache: dict) -> str:
     """``_dumps`` of the context, with the initial context and each step's updates encoded once
     per session: the engine replaces them, never changes them in place, so they are cached by
     identity like history entries (a large start context is not encoded again at every step)."""
-    steps = ", ".join(f"{_encode_basestring(key)}: {_cached_json(value, cache)}"
+    steps = ", ".join(f"{_dumps(key)}: {_cached_json(value, cache)}"
                       for key, value in context.steps.items())
     return f'{{"initial": {_cached_json(context.initial, cache)}, "steps": {{{steps}}}}}'
 
@@ -286,18 +282,30 @@ def _valid_id(instance_id: str) -> bool:
     return True
 
 
+def _run_names_in(directory: str | os.PathLike) -> set[str]:
+    """The runs stored in an id's directory (file names without ``.json``); none if it is missing."""
+    try:
+        return {name[:-5] for name in os.listdir(directory) if _is_run_name(name)}
+    except FileNotFoundError:
+        return set()
+
+
 class _FileSession(Session):
     """Writes replace the run's file atomically (data fsynced); ``close`` fsyncs the directory once,
-    making every rename of the session durable before the command that opened it returns."""
+    making every rename of the session durable before the command that opened it returns.
 
-    def __init__(self, store: JsonFileStorage, instance_id: str, directory: Path):
+    The id's directory is listed at most once per session (no other process adds a run while the
+    lock is held): ``names`` is that listing, when the session was opened with one."""
+
+    def __init__(self, store: JsonFileStorage, instance_id: str, directory: Path, names: set[str] | None = None):
         self._store = store
         self._id = instance_id
         self._dir = directory
         self._prefix = f"{directory}{os.sep}"  # run files' paths are built as text: pathlib costs more
         self._first_run = False  # writes the id's first run: the directory's own entry must be durable
+        self._names = names  # every run of the id (listed under the lock, plus the runs inserted since)
         self._known: dict[str, Instance] = {}  # run -> as stored
-        self._listed = False  # _known holds every run
+        self._complete = False  # _known holds every run
         self._lines: dict = {}  # encode's cache: history lines, initial context, steps' updates
         self._renamed = False
 
@@ -312,24 +320,44 @@ class _FileSession(Session):
             raise StorageError(f"cannot make the writes to {self._dir} durable: {exc.strerror}") from None
         self._renamed = False
 
+    def _listing(self) -> set[str]:
+        if self._names is None:
+            self._names = _run_names_in(self._dir)
+        return self._names
+
     def runs(self) -> list[Instance]:
-        found = self._store.runs(self._id)
+        found = [read_instance(Path(f"{self._prefix}{run}.json")) for run in sorted(self._listing(), reverse=True)]
         self._known = {r.run: r for r in found}
-        self._listed = True
+        self._complete = True
         return found
+
+    def _others(self) -> Iterable[Instance]:
+        """Every run of the id as stored (read once per session), for the uniqueness rule."""
+        return self._known.values() if self._complete else self.runs()
 
     def insert(self, instance: Instance) -> None:
         path = self._path(instance)
-        if instance.run in self._known or (not self._listed and os.path.exists(path)):
+        names = self._listing()
+        if instance.run in names:
             raise StorageError(f"run {instance.run} of {self._id} already exists")
-        if not self._known and not self._first_run:  # no run known: is this the id's first?
-            self._first_run = self._listed or not any(map(_is_run_name, os.listdir(self._dir)))
+        if instance.status in uniqueness.ACTIVE:
+            uniqueness.check(instance, self._others())
+        if not names:  # the id's first run
+            self._first_run = True
         self._store._touch(self._markers(instance))
         self._replace(path, instance)
+        names.add(instance.run)
 
     def update(self, instance: Instance) -> None:
         path = self._path(instance)
-        old = self._markers(self._known.get(instance.run) or read_instance(path))
+        stored = self._known.get(instance.run)
+        if stored is None:
+            if self._names is not None and instance.run not in self._names:
+                raise StorageError(f"run {instance.run} of {self._id} does not exist")
+            stored = read_instance(Path(path))
+        if instance.status in uniqueness.ACTIVE:
+            uniqueness.check(instance, self._others())
+        old = self._markers(stored)
         new = self._markers(instance)
         self._store._touch(new - old)
         self._replace(path, instance)
@@ -376,8 +404,13 @@ class JsonFileStorage(Storage):
             _write_index_format(self.index / "FORMAT")
         write_durably(self.root / "FORMAT", STORE_FORMAT.encode())
 
+    def markers(self, instance: Instance) -> set[str]:
+        """The index markers ``instance`` should have, as paths under ``index/``
+        (``status/<status>/<name>``, and ``due/<name>`` for each timer or retry)."""
+        return self._markers(instance)
+
     def _markers(self, instance: Instance, dir_name: str | None = None) -> set[str]:
-        """The index markers of ``instance`` (``dir_name``: its id's directory name, if known)."""
+        """``markers(instance)`` (``dir_name``: its id's directory name, if known)."""
         head = dir_name or id_dir_name(instance.id)
         found = {f"status/{instance.status}/{instance.run}~{head}~{instance.workflow}~{instance.version}"}
         if instance.status in ("waiting", "running"):
@@ -403,25 +436,45 @@ class JsonFileStorage(Storage):
             except FileNotFoundError:
                 continue
 
-    def _lock(self, directory: Path, timeout: float) -> InstanceLock:
-        return InstanceLock(directory / ".lock", timeout)
+    def instance_lock(self, directory: str | os.PathLike, timeout: float) -> InstanceLock:
+        """The lock of an id's directory (``<directory>/.lock``), not yet taken: every
+        read-modify-write of the id's runs holds it."""
+        return InstanceLock(os.path.join(directory, ".lock"), timeout)
+
+    def is_busy(self, directory: str | os.PathLike) -> bool:
+        """Whether another process holds the lock of an id's directory right now (creates nothing:
+        a missing lock file is a free lock)."""
+        lock = self.instance_lock(directory, 0)
+        try:
+            if not lock.try_acquire(create=False):
+                return True
+        except FileNotFoundError:
+            return False
+        lock.release()
+        return False
 
     # -- the contract -------------------------------------------------------------
 
     @contextmanager
-    def session(self, instance_id: str, timeout: float | None = None) -> Iterator[Session]:
+    def session(self, instance_id: str, timeout: float | None = None, *,
+                must_exist: bool = False) -> Iterator[Session]:
+        """A session holding the id's lock. With ``must_exist``, an id without runs raises
+        ``InstanceNotFound`` and nothing is created (no directory, no lock file); otherwise the
+        directory is listed once, under the lock (twice when the lock is held by someone else:
+        once to tell "not found" from "busy" without waiting, once when it is ours)."""
         directory = self.instances / id_dir_name(instance_id)
-        self._ensure_layout()
-        with contextlib.suppress(FileExistsError):
-            os.mkdir(directory, 0o700)
-        lock = self._lock(directory, self.lock_timeout if timeout is None else timeout)
-        try:
-            lock.acquire()
-        except LockTimeout:
-            raise StorageError(
-                f"instance {instance_id} is busy (another heph process holds its lock); try again later"
-            ) from None
-        session = _FileSession(self, instance_id, directory)
+        wait = self.lock_timeout if timeout is None else timeout
+        names: set[str] | None = None
+        if must_exist:
+            lock, names = self._lock_existing(instance_id, directory, wait)
+            self._ensure_layout()
+        else:
+            self._ensure_layout()
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(directory, 0o700)
+            lock = self.instance_lock(directory, wait)
+            self._acquire(lock, instance_id)
+        session = _FileSession(self, instance_id, directory, names)
         try:
             yield session
         finally:
@@ -430,24 +483,47 @@ class JsonFileStorage(Storage):
             finally:
                 lock.release()
 
+    def _acquire(self, lock: InstanceLock, instance_id: str) -> None:
+        try:
+            lock.acquire()
+        except LockTimeout:
+            raise InstanceBusy(instance_id=instance_id) from None
+
+    def _lock_existing(self, instance_id: str, directory: Path, wait: float) -> tuple[InstanceLock, set[str]]:
+        """The id's lock, taken, and its runs listed under it; ``InstanceNotFound`` (nothing
+        created, the lock not held) if it has none."""
+        lock = self.instance_lock(directory, wait)
+        try:
+            free = lock.try_acquire(create=False)
+        except FileNotFoundError:  # no directory, or one without a lock file (made by hand, copied)
+            free = False
+        if free:
+            names = _run_names_in(directory)
+            if names:
+                return lock, names
+            lock.release()
+            raise InstanceNotFound(instance_id=instance_id)
+        # held (perhaps by a start still in its first step, which has stored nothing), or no lock
+        # file: not found needs no wait
+        if not _run_names_in(directory):
+            raise InstanceNotFound(instance_id=instance_id)
+        self._acquire(lock, instance_id)
+        return lock, _run_names_in(directory)  # the holder may have added a run meanwhile
+
     def runs(self, instance_id: str) -> list[Instance]:
         directory = self.instances / id_dir_name(instance_id)
-        try:
-            names = sorted((n for n in os.listdir(directory) if _is_run_name(n)), reverse=True)
-        except FileNotFoundError:
-            return []
-        return [read_instance(directory / name) for name in names]
+        return [read_instance(directory / f"{run}.json") for run in sorted(_run_names_in(directory), reverse=True)]
 
     def _index_ready(self) -> bool:
         if not self.instances.exists():
             return False
-        if not self._index_current():
+        if not self.index_complete():
             log.warning("the index of %s is missing or in an older format; rebuilding it from the instance files",
                         self.root)
             self.rebuild_index()
         return True
 
-    def _index_current(self) -> bool:
+    def index_complete(self) -> bool:
         """Whether ``index/FORMAT`` says the index is complete and in this version's format."""
         try:
             return (self.index / "FORMAT").read_text() == INDEX_FORMAT
@@ -511,11 +587,15 @@ class JsonFileStorage(Storage):
         return found
 
     def exists(self, instance_id: str) -> bool:
-        return bool(self._run_names(instance_id))
+        """Whether the id's directory holds a run file (its listing alone: no file is read)."""
+        try:
+            with os.scandir(self.instances / id_dir_name(instance_id)) as entries:
+                return any(_is_run_name(entry.name) for entry in entries)
+        except FileNotFoundError:
+            return False
 
     def _run_names(self, instance_id: str) -> list[str]:
-        directory = self.instances / id_dir_name(instance_id)
-        return sorted((n[:-5] for n in self._listdir(directory) if _is_run_name(n)), reverse=True)
+        return sorted(_run_names_in(self.instances / id_dir_name(instance_id)), reverse=True)
 
     def due(self, now: datetime) -> list[RunRef]:
         if not self._index_ready():
@@ -536,7 +616,43 @@ class JsonFileStorage(Storage):
         names = [name for status in ("pending", "running") for name in self._listdir(self.index / "status" / status)]
         return sorted(RunRef(instance_id, run) for instance_id, run in _as_ids(names))
 
-    # -- maintenance -------------------------------------------------------------
+    # -- maintenance (``heph doctor``) ----------------------------------------------
+
+    def instance_dirs(self) -> list[Path]:
+        """Every id's directory under ``instances/``, sorted by name (none before the first write)."""
+        return [self.instances / name for name in sorted(self._listdir(self.instances))
+                if (self.instances / name).is_dir()]
+
+    def instance_files(self, directory: str | os.PathLike) -> tuple[list[Path], list[Path]]:
+        """The files of an id's directory, sorted by name: its run files, and the temporary files
+        left by interrupted writes (``.<run>.json.<pid>.tmp``). The lock file is neither."""
+        names = sorted(self._listdir(Path(directory)))
+        return ([Path(directory, name) for name in names if _is_run_name(name)],
+                [Path(directory, name) for name in names if name.endswith(".tmp")])
+
+    def present_markers(self) -> set[str]:
+        """Every marker file in the index, as paths under ``index/`` (the form ``markers`` returns)."""
+        return {f"{sub}/{name}" for sub in ["due"] + [f"status/{s}" for s in STATUSES]
+                for name in self._listdir(self.index / sub)}
+
+    def quarantine(self, path: str | os.PathLike) -> str | None:
+        """Move a file of an id's directory to ``quarantine/<id dir>/``, under the id's lock (never
+        under a live writer's feet) and a name that overwrites nothing (``<name>.1``, ...); return
+        where it went, None if the file was gone. Nothing is deleted."""
+        path = Path(path)
+        folder = self.root / "quarantine" / path.parent.name
+        with self.instance_lock(path.parent, self.lock_timeout):
+            if not path.exists():
+                return None
+            _make_dirs(folder, self.root)  # 0700 for quarantine/ too, whatever the umask
+            target = folder / path.name
+            counter = 1
+            while target.exists():
+                target = folder / f"{path.name}.{counter}"
+                counter += 1
+            shutil.move(str(path), str(target))
+            return str(target)
+
 
     def rebuild_index(self) -> dict:
         """Make the index match the instance files (each id under its lock); return counts."""
@@ -568,7 +684,7 @@ class JsonFileStorage(Storage):
                     self._remove(existing.get(dir_name, ()))
                     stats["removed"] += len(existing.get(dir_name, ()))
                     continue
-                with self._lock(directory, self.lock_timeout):
+                with self.instance_lock(directory, self.lock_timeout):
                     wanted: set[str] = set()
                     for name in self._listdir(directory):
                         if not _is_run_name(name):

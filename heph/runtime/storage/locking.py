@@ -13,8 +13,12 @@ each other. Platforms without ``fcntl`` always use filelock.
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 from heph.errors import LockTimeout
+
+if TYPE_CHECKING:
+    from filelock import BaseFileLock
 
 try:
     import fcntl
@@ -30,32 +34,46 @@ class InstanceLock:
         self.path = os.fspath(path)
         self.timeout = timeout
         self._fd: int | None = None
-        self._waited = None  # the filelock.FileLock that waited for the lock, while held
+        self._waited: BaseFileLock | None = None  # the filelock.FileLock that waited for the lock, while held
 
-    def acquire(self) -> None:
+    def try_acquire(self, create: bool = True) -> bool:
+        """Take the lock if it is free, without waiting: True if taken, False if someone else
+        holds it. With ``create=False`` a missing lock file (or directory) raises
+        ``FileNotFoundError`` and nothing is created."""
         if self._fd is not None or self._waited is not None:
             raise RuntimeError(f"{self.path} is already held by this lock object")
-        if fcntl is not None:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(fd)
-            except BaseException:
-                os.close(fd)
-                raise
-            else:
-                self._fd = fd
-                return
+        if fcntl is None:  # pragma: no cover - Windows
+            if not create and not os.path.exists(self.path):
+                raise FileNotFoundError(2, "No such file or directory", self.path)
+            return self._wait(0)
+        fd = os.open(self.path, (os.O_RDWR | os.O_CREAT) if create else os.O_RDWR, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd = fd
+        return True
+
+    def acquire(self) -> None:
+        if not self.try_acquire() and not self._wait(self.timeout):
+            raise LockTimeout(path=self.path)
+
+    def _wait(self, timeout: float) -> bool:
+        """Take the lock through ``filelock``, waiting at most ``timeout`` seconds."""
         from filelock import FileLock, Timeout
 
-        waiting = FileLock(self.path, timeout=self.timeout, mode=0o600, preserve_lock_file=True,
+        waiting = FileLock(self.path, timeout=timeout, mode=0o600, preserve_lock_file=True,
                            poll_interval=0.005)
         try:
             waiting.acquire()
         except Timeout:
-            raise LockTimeout(path=self.path) from None
+            return False
         self._waited = waiting
+        return True
 
     def release(self) -> None:
         fd, self._fd = self._fd, None

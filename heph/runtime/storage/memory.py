@@ -1,16 +1,45 @@
-"""An in-memory store, for tests: same contract as the file store, gone when the process ends."""
+"""An in-memory store, for tests: same contract as the file store, gone when the process ends.
+
+Runs are kept as JSON text, so no caller can change stored data through an ``Instance`` it
+got back. Beside the text, an index of each run's facts (status, workflow, version, scope,
+due time) answers ``exists``, the uniqueness rule and which runs a query wants without
+decoding anything: ``query``, ``due`` and ``interrupted`` decode only the runs they return.
+Sessions are per-id thread locks; the documents and the index have their own guard.
+"""
 
 from __future__ import annotations
 
 import json
 import threading
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Iterable, Iterator
 
+from heph.core import uniqueness
 from heph.core.instance import Instance
-from heph.errors import StorageError
+from heph.errors import InstanceBusy, InstanceNotFound, StorageError
 from heph.runtime.storage.base import RunRef, Session, Storage
+
+_Key = tuple[str, str]  # (run, id): sorts newest first when reversed, like the runs themselves
+
+
+@dataclass(slots=True)
+class _Facts:
+    """What the index keeps of a run (``uniqueness.RunFacts``, and the due time)."""
+
+    id: str
+    run: str
+    workflow: str
+    version: int
+    status: str
+    scope: str
+    due: datetime | None
+
+
+def _facts(instance: Instance) -> _Facts:
+    return _Facts(instance.id, instance.run, instance.workflow, instance.version, instance.status,
+                  instance.scope, instance.next_due_at)
 
 
 class _MemorySession(Session):
@@ -22,54 +51,88 @@ class _MemorySession(Session):
         return self._store.runs(self._id)
 
     def insert(self, instance: Instance) -> None:
-        runs = self._store._docs.setdefault(self._id, {})
-        if instance.run in runs:
-            raise StorageError(f"run {instance.run} of {self._id} already exists")
-        runs[instance.run] = _freeze(instance)
+        self._store._write(self._id, instance, insert=True)
 
     def update(self, instance: Instance) -> None:
-        runs = self._store._docs.get(self._id, {})
-        if instance.run not in runs:
-            raise StorageError(f"run {instance.run} of {self._id} does not exist")
-        runs[instance.run] = _freeze(instance)
+        self._store._write(self._id, instance, insert=False)
 
 
 def _freeze(instance: Instance) -> str:
     return json.dumps(instance.to_dict())
 
 
+def _thaw(doc: str) -> Instance:
+    return Instance.from_dict(json.loads(doc))
+
+
 class MemoryStorage(Storage):
-    """Keeps every run as JSON text in a dict; sessions are per-id thread locks."""
+    """Keeps every run as JSON text in a dict, with an index by status, workflow and due time;
+    sessions are per-id thread locks."""
 
     def __init__(self, lock_timeout: float = 30.0):
-        self._docs: dict[str, dict[str, str]] = {}
+        self._docs: dict[str, dict[str, str]] = {}  # id -> run -> JSON text
+        self._facts: dict[_Key, _Facts] = {}
+        self._by_status: dict[str, set[_Key]] = {}
+        self._by_workflow: dict[str, set[_Key]] = {}
+        self._due: dict[_Key, datetime] = {}
+        self._data_guard = threading.Lock()  # guards the documents and the index
         self._locks: dict[str, threading.Lock] = {}
-        self._guard = threading.Lock()
+        self._guard = threading.Lock()  # guards _locks
         self.lock_timeout = lock_timeout
 
     @contextmanager
-    def session(self, instance_id: str, timeout: float | None = None) -> Iterator[Session]:
+    def session(self, instance_id: str, timeout: float | None = None, *,
+                must_exist: bool = False) -> Iterator[Session]:
+        """A session holding the id's thread lock; with ``must_exist``, ``InstanceNotFound`` (and
+        no lock made) if the id has no run. Runs are never removed, so the check needs no lock."""
+        if must_exist and not self.exists(instance_id):
+            raise InstanceNotFound(instance_id=instance_id)
         with self._guard:
             lock = self._locks.setdefault(instance_id, threading.Lock())
         wait = self.lock_timeout if timeout is None else timeout
         acquired = lock.acquire(blocking=False) if wait <= 0 else lock.acquire(timeout=wait)
         if not acquired:
-            raise StorageError(f"instance {instance_id} is busy (another command holds it); try again")
+            raise InstanceBusy(instance_id=instance_id)
         try:
             yield _MemorySession(self, instance_id)
         finally:
             lock.release()
 
+    def _write(self, instance_id: str, instance: Instance, *, insert: bool) -> None:
+        """Store ``instance`` (its id's session is held): refused, with nothing written, if the run
+        exists (insert) or does not (update), or if it breaks uniqueness."""
+        if instance.id != instance_id:
+            raise StorageError(f"a session of {instance_id} cannot write run {instance.run} of {instance.id}")
+        doc = _freeze(instance)
+        new = _facts(instance)
+        key = (instance.run, instance_id)
+        with self._data_guard:
+            runs = self._docs.get(instance_id, {})
+            if insert and instance.run in runs:
+                raise StorageError(f"run {instance.run} of {instance_id} already exists")
+            if not insert and instance.run not in runs:
+                raise StorageError(f"run {instance.run} of {instance_id} does not exist")
+            if instance.status in uniqueness.ACTIVE:
+                uniqueness.check(new, (self._facts[(run, instance_id)] for run in runs))
+            self._docs.setdefault(instance_id, {})[instance.run] = doc
+            old = self._facts.get(key)
+            if old is not None:
+                self._by_status[old.status].discard(key)
+                self._by_workflow[old.workflow].discard(key)
+                self._due.pop(key, None)
+            self._facts[key] = new
+            self._by_status.setdefault(new.status, set()).add(key)
+            self._by_workflow.setdefault(new.workflow, set()).add(key)
+            if new.due is not None:
+                self._due[key] = new.due
+
     def runs(self, instance_id: str) -> list[Instance]:
-        docs = self._docs.get(instance_id, {})
-        return [Instance.from_dict(json.loads(docs[run])) for run in sorted(docs, reverse=True)]
+        with self._data_guard:
+            docs = sorted(self._docs.get(instance_id, {}).items(), reverse=True)
+        return [_thaw(doc) for _, doc in docs]
 
     def exists(self, instance_id: str) -> bool:
         return bool(self._docs.get(instance_id))
-
-    def _all(self) -> list[Instance]:
-        out = [Instance.from_dict(json.loads(doc)) for runs in self._docs.values() for doc in runs.values()]
-        return sorted(out, key=lambda i: i.run, reverse=True)
 
     def query(
         self,
@@ -81,18 +144,33 @@ class MemoryStorage(Storage):
         limit: int | None = None,
     ) -> list[Instance]:
         wanted = set(statuses) if statuses is not None else None
-        found = [
-            i
-            for i in self._all()
-            if (wanted is None or i.status in wanted)
-            and (workflow is None or i.workflow == workflow)
-            and (instance_id is None or i.id == instance_id)
-            and (version is None or i.version == version)
-        ]
-        return found[:limit] if limit is not None else found
+        with self._data_guard:
+            keys: Iterable[_Key]
+            if instance_id is not None:
+                keys = [(run, instance_id) for run in self._docs.get(instance_id, {})]
+            elif wanted is not None:
+                keys = [key for status in wanted for key in self._by_status.get(status, ())]
+            elif workflow is not None:
+                keys = list(self._by_workflow.get(workflow, ()))
+            else:
+                keys = list(self._facts)
+            matching = sorted((key for key in keys if self._matches(self._facts[key], wanted, workflow, version)),
+                              reverse=True)[:limit]
+            docs = [self._docs[key[1]][key[0]] for key in matching]
+        return [_thaw(doc) for doc in docs]
+
+    @staticmethod
+    def _matches(facts: _Facts, wanted: set[str] | None, workflow: str | None, version: int | None) -> bool:
+        return ((wanted is None or facts.status in wanted) and (workflow is None or facts.workflow == workflow)
+                and (version is None or facts.version == version))
 
     def due(self, now: datetime) -> list[RunRef]:
-        return [RunRef(i.id, i.run) for i in self._all() if i.next_due_at is not None and i.next_due_at <= now]
+        with self._data_guard:
+            keys = sorted((key for key, at in self._due.items() if at <= now), reverse=True)
+        return [RunRef(instance_id, run) for run, instance_id in keys]
 
     def interrupted(self) -> list[RunRef]:
-        return [RunRef(i.id, i.run) for i in self._all() if i.status in ("pending", "running")]
+        with self._data_guard:
+            keys = sorted(self._by_status.get("pending", set()) | self._by_status.get("running", set()),
+                          reverse=True)
+        return [RunRef(instance_id, run) for run, instance_id in keys]

@@ -33,22 +33,47 @@ autocommitted statement; the advisory lock is what excludes other sessions).
 
 A session waits for the lock with PostgreSQL's ``lock_timeout`` set to ``timeout`` (a
 queued, fair wait); ``timeout=0`` tries once (``pg_try_advisory_lock``). Both raise
-``StorageError`` ("busy") when the id is held. If the network between a worker and the
-server breaks, the server frees the lock once it notices the dead connection (set TCP
-keepalives in the DSN, e.g. ``?keepalives_idle=30``); the old worker cannot write any
+``InstanceBusy`` (a ``StorageError``, "busy") when the id is held. If the network between a
+worker and the server breaks, the server frees the lock once it notices the dead connection
+(set TCP keepalives in the DSN, e.g. ``?keepalives_idle=30``); the old worker cannot write any
 more, since its writes went through that connection.
+
+``session(..., must_exist=True)`` is accepted and changes nothing: a PostgreSQL session
+creates nothing (no row, no file), so a session on an id without runs simply sees
+``runs() == []`` and the caller reports the id as not found.
 
 Uniqueness
 ----------
-The runtime checks the active runs and inserts inside one session (enough on its own).
-The database enforces it too, with partial unique indexes over the active statuses
-(pending, running, waiting), one per scope, on the ``unique_scope`` column written with
-each row (the workflow's ``Unique.scope``, looked up in the workflow registry; ``workflow``
-if the workflow is not defined in this process): ``(id, workflow)`` for ``workflow``,
-``(id, workflow, version)`` for ``version``, ``(id)`` for ``global``; ``none`` ids carry a
-random suffix. A write that would break one raises ``AlreadyRunning``. (Each index sees the
-rows of its own scope only: two workflows with different scopes sharing one business key
-are kept apart by the runtime's check alone.)
+The database enforces the one rule of ``heph.core.uniqueness.conflicts`` by itself, whatever
+the writing process imported: every row stores ``unique_scope``, copied from
+``instance.scope`` (the scope of its workflow when the run was created), and
+``BEFORE INSERT``/``BEFORE UPDATE`` row triggers (migration 3) check every write that can
+create a conflict: the insert of an active row (pending, running, waiting), and an update that
+makes a row active or changes its id, run, workflow, version or scope while it is active
+(an update of claims, or of an active run's document between steps, cannot; it is not
+checked, and never waits for the id's lock):
+
+1. the check takes ``pg_advisory_xact_lock(hashtextextended(id, seed))``, the key of the session
+   lock. heph's sessions already hold that lock (advisory locks are re-entrant for the
+   holder), so they never wait; a writer that skipped heph's session waits for the session
+   holding the id, and two such writers are serialised until their transactions end;
+2. it looks for another active row of the id that ``heph_conflicts`` (the rule in SQL, a
+   function of the schema) says the new row conflicts with, and raises ``unique_violation``
+   with constraint ``heph_runs_unique`` and the blocker's facts as JSON detail, which heph
+   turns into ``AlreadyRunning`` (nothing is written).
+
+So ``global`` holds an id across every workflow (whatever the other run's scope), ``none``
+runs of one id always conflict, and otherwise runs of one workflow conflict unless both are
+``version``-scoped with different versions. The check reads committed rows with a fresh
+snapshot after taking the lock, which needs ``READ COMMITTED`` (heph's connections set it) or
+``SERIALIZABLE``; a ``REPEATABLE READ`` transaction making such a write is refused. Each
+checked write holds one advisory lock until its transaction ends: a bulk load of many active
+rows in one transaction should commit every few thousand rows (``max_locks_per_transaction``).
+
+Migration 3 also sets ``unique_scope`` of rows written before runs carried a scope to what
+their documents read as (``heph.core.uniqueness.scope_of_id``: ``none`` for a suffixed id,
+else ``workflow``), so the database and ``Instance.scope`` agree on every stored run, and
+drops the per-scope partial unique indexes of migration 1 (they could not see across scopes).
 
 Timers and several workers
 --------------------------
@@ -64,6 +89,9 @@ batch after batch of claims, and at the end the claims it did not use (runs skip
 busy) are released, so the next tick gets them (a worker that dies holding claims delays
 those timers by at most ``claim_ttl``). No timer fires twice whatever the claims do:
 firing happens under the id's session, after re-reading the row.
+
+``claim_due``, ``release_claims``, ``due_batches`` and ``wait_for_work`` override the
+single-host defaults of ``heph.runtime.storage.base.Storage``.
 
 ``wait_for_work(timeout)`` lets ``heph worker`` sleep until work may be there: a trigger
 (migration 2) sends ``NOTIFY`` when a write sets a due time, and the worker wakes when the
@@ -89,14 +117,14 @@ from typing import Any, Iterable, Iterator
 
 from heph.core.ids import check_id
 from heph.core.instance import STATUSES, Instance
-from heph.errors import AlreadyRunning, StorageError
+from heph.errors import AlreadyRunning, InstanceBusy, StorageError
 from heph.runtime.storage.base import RunRef, Session, Storage
 
 log = logging.getLogger("heph")
 
 _SCHEMA_RE = re.compile(r"[a-z_][a-z0-9_]{0,39}\Z")
 _ACTIVE_SQL = "status IN ('pending', 'running', 'waiting')"
-SCOPES = ("workflow", "version", "global", "none")
+_UNIQUE_CONSTRAINT = "heph_runs_unique"
 
 # Numbered, idempotent migrations. ``{s}`` is the (validated, quoted) schema name.
 MIGRATIONS: list[tuple[int, str]] = [
@@ -141,9 +169,75 @@ DROP TRIGGER IF EXISTS runs_notify_due ON {s}.runs;
 CREATE TRIGGER runs_notify_due AFTER INSERT OR UPDATE ON {s}.runs
     FOR EACH ROW EXECUTE FUNCTION {s}.heph_notify_due();
 """),
+    (3, """
+-- Uniqueness: the one rule of heph/core/uniqueness.py (``conflicts``), in SQL. Keep the two in
+-- step: tests/storage/test_postgres.py checks they agree on every combination.
+CREATE OR REPLACE FUNCTION {s}.heph_conflicts(
+    a_status text, a_scope text, a_workflow text, a_version integer,
+    b_status text, b_scope text, b_workflow text, b_version integer
+) RETURNS boolean LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $heph$
+    SELECT a_status IN ('pending', 'running', 'waiting') AND b_status IN ('pending', 'running', 'waiting')
+       AND (a_scope IN ('global', 'none') OR b_scope IN ('global', 'none')
+            OR (a_workflow = b_workflow
+                AND (a_scope = 'workflow' OR b_scope = 'workflow' OR a_version = b_version)))
+$heph$;
+
+CREATE OR REPLACE FUNCTION {s}.heph_check_unique() RETURNS trigger LANGUAGE plpgsql AS $heph$
+DECLARE
+    other record;
+BEGIN
+    IF current_setting('transaction_isolation') = 'repeatable read' THEN
+        RAISE EXCEPTION 'heph: active runs in %.runs are written in READ COMMITTED or SERIALIZABLE, '
+                        'not REPEATABLE READ (the uniqueness check must see committed rows)', TG_TABLE_SCHEMA
+            USING ERRCODE = 'feature_not_supported';
+    END IF;
+    -- the key of heph's session lock of the id: heph's sessions hold it already (re-entrant)
+    PERFORM pg_advisory_xact_lock(hashtextextended(NEW.id, {seed}));
+    SELECT r.workflow, r.version, r.status INTO other FROM {s}.runs AS r
+     WHERE r.id = NEW.id AND r.run <> NEW.run AND r.status IN ('pending', 'running', 'waiting')
+       AND {s}.heph_conflicts(NEW.status, NEW.unique_scope, NEW.workflow, NEW.version,
+                              r.status, r.unique_scope, r.workflow, r.version)
+     ORDER BY r.run DESC LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'run % of % conflicts with its active run of % v% (%)',
+                        NEW.run, NEW.id, other.workflow, other.version, other.status
+            USING ERRCODE = 'unique_violation', CONSTRAINT = 'heph_runs_unique',
+                  DETAIL = json_build_object('instance_id', NEW.id, 'workflow', other.workflow,
+                                             'version', other.version, 'status', other.status)::text;
+    END IF;
+    RETURN NEW;
+END
+$heph$;
+
+-- rows written before runs carried a scope: the scope their documents read as
+UPDATE {s}.runs SET unique_scope = COALESCE(doc->>'scope',
+        CASE WHEN length(id) - length(replace(id, '::', '')) = 4 THEN 'none' ELSE 'workflow' END)
+ WHERE unique_scope IS DISTINCT FROM COALESCE(doc->>'scope',
+        CASE WHEN length(id) - length(replace(id, '::', '')) = 4 THEN 'none' ELSE 'workflow' END);
+
+-- Checked: every insert of an active row, and every update that makes a row active or changes
+-- what the rule reads of an active one. Other updates (claims, a run's document between steps)
+-- cannot create a conflict, and must not wait for the id's session lock (claim_due runs while
+-- sessions hold their ids).
+DROP TRIGGER IF EXISTS runs_unique_insert ON {s}.runs;
+CREATE TRIGGER runs_unique_insert BEFORE INSERT ON {s}.runs
+    FOR EACH ROW WHEN (NEW.status IN ('pending', 'running', 'waiting'))
+    EXECUTE FUNCTION {s}.heph_check_unique();
+DROP TRIGGER IF EXISTS runs_unique_update ON {s}.runs;
+CREATE TRIGGER runs_unique_update BEFORE UPDATE ON {s}.runs
+    FOR EACH ROW WHEN (NEW.status IN ('pending', 'running', 'waiting')
+                       AND (OLD.status NOT IN ('pending', 'running', 'waiting')
+                            OR (OLD.id, OLD.run, OLD.workflow, OLD.version, OLD.unique_scope)
+                               IS DISTINCT FROM (NEW.id, NEW.run, NEW.workflow, NEW.version, NEW.unique_scope)))
+    EXECUTE FUNCTION {s}.heph_check_unique();
+DROP INDEX IF EXISTS {s}.runs_unique_workflow;
+DROP INDEX IF EXISTS {s}.runs_unique_version;
+DROP INDEX IF EXISTS {s}.runs_unique_global;
+"""),
 ]
 LATEST = MIGRATIONS[-1][0]
 
+# Migration 1's per-scope indexes (a schema not yet at migration 3 still has them).
 _UNIQUE_INDEXES = {"runs_unique_workflow", "runs_unique_version", "runs_unique_global"}
 
 
@@ -160,16 +254,6 @@ def _psycopg():
 def redact(dsn: str) -> str:
     """The DSN without its password, for messages."""
     return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", re.sub(r"(password\s*=\s*)\S+", r"\1***", dsn))
-
-
-def unique_scope(workflow: str) -> str:
-    """The uniqueness scope of ``workflow`` in this process's registry (``workflow`` if unknown)."""
-    from heph.core.workflow import lookup
-
-    cls = lookup(workflow)
-    unique = getattr(cls, "__heph_unique__", None) if cls is not None else None
-    scope = getattr(unique, "scope", None)
-    return scope if scope in SCOPES else "workflow"
 
 
 def _first_line(exc: BaseException) -> str:
@@ -200,8 +284,10 @@ class _Pool:
             conn = psycopg.connect(self.dsn, autocommit=True)
         except psycopg.Error as exc:
             raise StorageError(f"cannot connect to PostgreSQL at {redact(self.dsn)}: {_first_line(exc)}") from None
+        # durable commits; READ COMMITTED, which the uniqueness trigger needs (migration 3)
         conn.execute("SET synchronous_commit TO on")
-        conn._heph_lock_timeout = None  # type: ignore[attr-defined]
+        conn.execute("SET default_transaction_isolation TO 'read committed'")
+        conn._heph_lock_timeout = None
         return conn
 
     def get(self) -> tuple[Any, bool]:
@@ -272,7 +358,8 @@ class PostgresStorage(Storage):
         if not isinstance(dsn, str) or not dsn:
             raise StorageError("PostgresStorage needs a DSN such as postgresql://user@host:5432/dbname")
         if not isinstance(schema, str) or not _SCHEMA_RE.match(schema):
-            raise StorageError(f"invalid PostgreSQL schema name {schema!r}: use [a-z_][a-z0-9_]*, at most 40 characters")
+            raise StorageError(
+                f"invalid PostgreSQL schema name {schema!r}: use [a-z_][a-z0-9_]*, at most 40 characters")
         self.dsn = dsn
         self.schema = schema
         self.lock_timeout = lock_timeout
@@ -280,7 +367,7 @@ class PostgresStorage(Storage):
         self._s = f'"{schema}"'
         self._seed = zlib.crc32(schema.encode())
         self._pool = _Pool(dsn)
-        self._listener = None
+        self._listener: Any = None
         self._hint: float | None = None
         self._hint_fresh = False
 
@@ -295,10 +382,18 @@ class PostgresStorage(Storage):
     # -- plumbing ---------------------------------------------------------------------
 
     def _raise(self, exc: BaseException) -> None:
-        """Turn a psycopg error into heph's: ``AlreadyRunning`` for a uniqueness index, else ``StorageError``."""
+        """Turn a psycopg error into heph's: ``AlreadyRunning`` for the uniqueness trigger (or a
+        uniqueness index of a schema before migration 3), else ``StorageError``."""
         errors = _psycopg().errors
         if isinstance(exc, errors.UniqueViolation):
             constraint = getattr(exc.diag, "constraint_name", None)
+            if constraint == _UNIQUE_CONSTRAINT:
+                try:
+                    facts = json.loads(exc.diag.message_detail or "{}")
+                except ValueError:
+                    facts = {}
+                raise AlreadyRunning(**{k: facts.get(k) for k in ("instance_id", "workflow", "version",
+                                                                    "status")}) from None
             if constraint in _UNIQUE_INDEXES:
                 raise AlreadyRunning(
                     f"the database refused a second active run in the same uniqueness scope ({constraint}); "
@@ -335,7 +430,8 @@ class PostgresStorage(Storage):
                 self._pool.discard(conn)
                 if pooled and attempt == 0:
                     continue
-                raise StorageError(f"lost the connection to PostgreSQL at {redact(self.dsn)}: {_first_line(exc)}") from None
+                raise StorageError(
+                    f"lost the connection to PostgreSQL at {redact(self.dsn)}: {_first_line(exc)}") from None
             except BaseException:
                 self._pool.put(conn)
                 raise
@@ -354,7 +450,8 @@ class PostgresStorage(Storage):
                 f"run {run} of {instance_id} in PostgreSQL ({self.schema}.runs) is corrupt: {str(exc)[:200]}"
             ) from None
         if instance.id != instance_id or instance.run != run:
-            raise StorageError(f"the row ({instance_id}, {run}) in {self.schema}.runs holds run {instance.run} of {instance.id}")
+            raise StorageError(
+                f"the row ({instance_id}, {run}) in {self.schema}.runs holds run {instance.run} of {instance.id}")
         return instance
 
     def _write(self, conn, instance: Instance, *, insert: bool) -> None:
@@ -368,14 +465,15 @@ class PostgresStorage(Storage):
                 f"created_at, updated_at, doc) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
                 f"ON CONFLICT (id, run) DO NOTHING"
             ), (instance.id, instance.run, instance.workflow, instance.version, instance.status,
-                unique_scope(instance.workflow), due, instance.created_at, instance.updated_at, doc))
+                instance.scope, due, instance.created_at, instance.updated_at, doc))
             if cursor.rowcount == 0:
                 raise StorageError(f"run {instance.run} of {instance.id} already exists")
         else:
             cursor = self._execute(conn, (
-                f"UPDATE {self._s}.runs SET workflow = %s, version = %s, status = %s, next_due_at = %s, "
-                f"claimed_until = NULL, claimed_by = NULL, updated_at = %s, doc = %s WHERE id = %s AND run = %s"
-            ), (instance.workflow, instance.version, instance.status, due, instance.updated_at, doc,
+                f"UPDATE {self._s}.runs SET workflow = %s, version = %s, status = %s, unique_scope = %s, "
+                f"next_due_at = %s, claimed_until = NULL, claimed_by = NULL, updated_at = %s, doc = %s "
+                f"WHERE id = %s AND run = %s"
+            ), (instance.workflow, instance.version, instance.status, instance.scope, due, instance.updated_at, doc,
                 instance.id, instance.run))
             if cursor.rowcount == 0:
                 raise StorageError(f"run {instance.run} of {instance.id} does not exist")
@@ -396,7 +494,7 @@ class PostgresStorage(Storage):
                 done = {v for (v,) in conn.execute(f"SELECT version FROM {self._s}.schema_migrations")}
                 for version, sql in MIGRATIONS:
                     if version not in done:
-                        conn.execute(sql.replace("{s}", self._s))
+                        conn.execute(sql.replace("{s}", self._s).replace("{seed}", str(self._seed)))
                         conn.execute(f"INSERT INTO {self._s}.schema_migrations (version) VALUES (%s)", (version,))
                         applied.append(version)
             return applied
@@ -432,7 +530,11 @@ class PostgresStorage(Storage):
         return True
 
     @contextmanager
-    def session(self, instance_id: str, timeout: float | None = None) -> Iterator[Session]:
+    def session(self, instance_id: str, timeout: float | None = None, *,
+                must_exist: bool = False) -> Iterator[Session]:
+        """A session holding the id's advisory lock (see the module docstring). ``must_exist``
+        is accepted and ignored: a PostgreSQL session creates nothing, so on an id without
+        runs it opens and ``runs()`` is empty."""
         check_id(instance_id)
         wait = self.lock_timeout if timeout is None else timeout
         psycopg = _psycopg()
@@ -447,14 +549,16 @@ class PostgresStorage(Storage):
                 self._pool.discard(conn)
                 if pooled and attempt == 0:
                     continue
-                raise StorageError(f"lost the connection to PostgreSQL at {redact(self.dsn)}: {_first_line(exc)}") from None
+                raise StorageError(
+                    f"lost the connection to PostgreSQL at {redact(self.dsn)}: {_first_line(exc)}") from None
             except BaseException:  # interrupted while waiting: closing the connection drops any lock
                 self._pool.discard(conn)
                 raise
             break
         if not got:
             self._pool.put(conn)
-            raise StorageError(f"instance {instance_id} is busy (another heph process holds it); try again later")
+            raise InstanceBusy(f"instance {instance_id} is busy (another heph process holds it); try again later",
+                               instance_id=instance_id)
         try:
             yield _PgSession(self, conn, instance_id)
         finally:
@@ -481,7 +585,8 @@ class PostgresStorage(Storage):
         version: int | None = None,
         limit: int | None = None,
     ) -> list[Instance]:
-        where, params = [], []
+        where: list[str] = []
+        params: list[Any] = []
         if statuses is not None:
             wanted = sorted(set(statuses) & set(STATUSES))
             if not wanted:
@@ -514,10 +619,10 @@ class PostgresStorage(Storage):
         return [RunRef(i, r) for i, r in rows]
 
     def claim_due(self, now: datetime, limit: int = 100, owner: str = "") -> list[RunRef]:
-        """Up to ``limit`` due runs that no one has claimed in the last ``claim_ttl`` seconds,
-        now claimed by ``owner`` (``FOR UPDATE SKIP LOCKED``: concurrent claimers get disjoint
-        batches without waiting for each other). Callers still fire under a session; a write
-        of the run clears its claim."""
+        """Overrides ``Storage.claim_due``: up to ``limit`` due runs that no one has claimed in
+        the last ``claim_ttl`` seconds, now claimed by ``owner`` (``FOR UPDATE SKIP LOCKED``:
+        concurrent claimers get disjoint batches without waiting for each other). Callers still
+        fire under a session; a write of the run clears its claim."""
         rows = self._read(
             f"UPDATE {self._s}.runs AS r SET claimed_until = clock_timestamp() + make_interval(secs => %s), "
             f"claimed_by = %s "
@@ -530,8 +635,9 @@ class PostgresStorage(Storage):
         return [RunRef(i, r) for i, r in rows]
 
     def release_claims(self, owner: str, refs: Iterable[RunRef] | None = None) -> int:
-        """Drop the claims ``owner`` still holds (runs it claimed but did not write); with
-        ``refs``, look only at those rows (by primary key, no scan of the table)."""
+        """Overrides ``Storage.release_claims``: drop the claims ``owner`` still holds (runs it
+        claimed but did not write) and return how many; with ``refs``, look only at those rows
+        (by primary key, no scan of the table)."""
         sql = f"UPDATE {self._s}.runs SET claimed_until = NULL, claimed_by = NULL WHERE claimed_by = %s"
         params: list[Any] = [owner]
         if refs is not None:
@@ -543,9 +649,10 @@ class PostgresStorage(Storage):
         return len(self._read(sql + " RETURNING 1", params))
 
     def due_batches(self, now: datetime, batch: int = 100) -> Iterator[RunRef]:
-        """Every due run, claimed ``batch`` at a time for this caller (what ``tick`` uses: several
-        workers share the due runs instead of each trying all of them). The claims left at the
-        end (runs skipped as busy) are released, so the next tick gets them."""
+        """Overrides ``Storage.due_batches``: every due run, claimed ``batch`` at a time for this
+        caller (what ``tick`` uses: several workers share the due runs instead of each trying
+        all of them). The claims left at the end (runs skipped as busy) are released, so the
+        next tick gets them."""
         owner = f"{os.uname().nodename}:{os.getpid()}:{os.urandom(6).hex()}"
         claimed: list[RunRef] = []
         try:
@@ -572,11 +679,11 @@ class PostgresStorage(Storage):
     # -- waiting for work (LISTEN/NOTIFY) --------------------------------------------------
 
     def wait_for_work(self, timeout: float) -> bool:
-        """Sleep at most ``timeout`` seconds, returning True early once a timer or retry may be
-        due: the earliest future due time stored (read again after each ``due``/``claim_due``)
-        or one announced since by a NOTIFY has arrived. False on timeout. For ``heph worker``
-        between ticks (runs already due but skipped as busy do not wake it: the next regular
-        tick retries them)."""
+        """Overrides ``Storage.wait_for_work``: sleep at most ``timeout`` seconds, returning True
+        early once a timer or retry may be due: the earliest future due time stored (read again
+        after each ``due``/``claim_due``) or one announced since by a NOTIFY has arrived. False
+        on timeout. For ``heph worker`` between ticks (runs already due but skipped as busy do
+        not wake it: the next regular tick retries them)."""
         psycopg = _psycopg()
         deadline = time.monotonic() + max(0.0, timeout)
         try:
@@ -623,4 +730,4 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, allow_nan=False)
 
 
-__all__ = ["LATEST", "MIGRATIONS", "PostgresStorage", "redact", "unique_scope"]
+__all__ = ["LATEST", "MIGRATIONS", "PostgresStorage", "redact"]

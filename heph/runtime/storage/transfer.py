@@ -14,6 +14,7 @@ import json
 from collections import defaultdict
 
 from heph.core.instance import Instance
+from heph.core.uniqueness import conflicts
 from heph.errors import AlreadyRunning, CopyConflict, StorageError
 from heph.runtime.storage.base import Storage
 
@@ -39,7 +40,7 @@ def copy_runs(source: Storage, target: Storage) -> dict:
         by_id[instance.id].append(instance)
         sums[(instance.id, instance.run)] = checksum(instance)
 
-    conflicts: list[str] = []
+    problems: list[str] = []
     present: set[tuple[str, str]] = set()
     for instance_id, mine in by_id.items():
         theirs = {r.run: r for r in target.runs(instance_id)}
@@ -47,14 +48,14 @@ def copy_runs(source: Storage, target: Storage) -> dict:
             other = theirs.get(instance.run)
             if other is None:
                 if any(conflicts(instance, t) for t in theirs.values()):
-                    conflicts.append(f"{instance_id} is active in the target under another run")
+                    problems.append(f"{instance_id} is active in the target under another run")
             elif checksum(other) != sums[(instance_id, instance.run)]:
-                conflicts.append(f"run {instance.run} of {instance_id} differs in the target")
+                problems.append(f"run {instance.run} of {instance_id} differs in the target")
             else:
                 present.add((instance_id, instance.run))
-    if conflicts:
-        more = f" (and {len(conflicts) - 1} more)" if len(conflicts) > 1 else ""
-        raise CopyConflict(f"the target store already holds different data: {conflicts[0]}{more}; nothing was copied")
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise CopyConflict(f"the target store already holds different data: {problems[0]}{more}; nothing was copied")
 
     copied = 0
     for instance_id, mine in by_id.items():
@@ -73,9 +74,9 @@ def copy_runs(source: Storage, target: Storage) -> dict:
 
     verified = 0
     for instance_id, mine in by_id.items():
-        there = {r.run: checksum(r) for r in target.runs(instance_id)}
+        sums_there = {r.run: checksum(r) for r in target.runs(instance_id)}
         for instance in mine:
-            if there.get(instance.run) != sums[(instance_id, instance.run)]:
+            if sums_there.get(instance.run) != sums[(instance_id, instance.run)]:
                 raise StorageError(f"verification failed: run {instance.run} of {instance_id} differs after the copy")
             verified += 1
     return {

@@ -1,0 +1,36 @@
+"""The Typer app of the ``heph`` command, its global options and the parameters its commands share.
+
+``heph.cli.main`` registers the commands on ``cli``; ``heph.cli.admin`` builds its groups with
+``new_typer`` and uses the shared parameters. Neither is imported from here.
+"""
+
+from typing import Annotated, Optional
+
+import typer
+
+from heph.cli import commands
+
+
+def new_typer(name: str, help: str) -> typer.Typer:
+    """A Typer app (or command group) with heph's settings: plain help, no completion, no pretty tracebacks."""
+    return typer.Typer(name=name, help=help, no_args_is_help=True, add_completion=False,
+                       pretty_exceptions_enable=False, rich_markup_mode=None)
+
+
+cli = new_typer("heph", "heph: durable workflows for Python, driven from the command line.")
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
+IdOption = Annotated[Optional[str], typer.Option(
+    "--id", help="The full instance id (key::value[::suffix]) instead of WORKFLOW VALUE.")]
+WorkflowArg = Annotated[Optional[str], typer.Argument(help="Workflow name.")]
+ValueArg = Annotated[Optional[str], typer.Argument(help="Business value.")]
+
+
+@cli.callback()
+def main(
+    config: Annotated[Optional[str], typer.Option(
+        "--config", help="Path of heph.yaml (default: $HEPH_CONFIG, else the nearest heph.yaml).")] = None,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks of refused commands.")] = False,
+) -> None:
+    """Start, resume, inspect, cancel and retry workflow instances stored next to your project."""
+    commands.configure(config, debug)
