@@ -291,7 +291,7 @@ def test_heph_source_never_unpickles_evaluates_or_loads_yaml_unsafely():
                     isinstance(node.value, ast.Constant) and node.value.value is True:
                 problems.append(f"{where(node)} runs a shell")
     assert problems == []
-    assert yaml_loaders >= 1  # heph.yaml is read, and only ever with yaml.safe_load
+    assert yaml_loaders >= 1  # heph.yaml is read, and only ever with a safe loader (CSafeLoader or SafeLoader)
 
 
 # -- stored data is only data -----------------------------------------------------------------------
