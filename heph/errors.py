@@ -188,6 +188,33 @@ class InstanceBusy(StorageError):
         return f"instance {self.instance_id} is busy (another heph process holds its lock); try again later"
 
 
+class MaybeApplied(StorageError):
+    """A write failed after it may have reached the disk: the change may have been applied.
+
+    Raised when the store cannot tell whether the change is durable (an fsync of the directory
+    failed after the record was renamed into place, a start failed after its run was first
+    written). The CLI exits 3 and says to check with ``heph show``; running the command again
+    without checking may apply it twice.
+    """
+
+    code = "may_have_been_applied"
+    instance_id: str | None = None
+    path: str | None = None
+    reason: str | None = None
+
+    def describe(self) -> str:
+        where = f" ({self.path})" if self.path else ""
+        why = f": {self.reason}" if self.reason else ""
+        return (f"the change to {self.instance_id} may have been applied{where}{why}; "
+                f"check with heph show {self.instance_id} before running it again")
+
+
+class OutputFailed(HephError):
+    """The command's answer could not be written to stdout (a full disk behind a redirect, an I/O error)."""
+
+    code = "output_failed"
+
+
 class LockTimeout(StorageError, TimeoutError):
     """A file lock was still held by someone else when the timeout ran out."""
 

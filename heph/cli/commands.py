@@ -18,7 +18,7 @@ from typing import Iterator, List, Optional
 
 from heph.cli.project import Project, find_config, import_workflows, load_project, read_context
 from heph.cli.text import printable, when
-from heph.errors import CliError, HephError, UnknownWorkflow, UsageError
+from heph.errors import CliError, HephError, MaybeApplied, OutputFailed, StorageError, UnknownWorkflow, UsageError
 
 
 class Options:
@@ -37,8 +37,15 @@ OPTIONS = Options()
 def echo(text: str, err: bool = False, nl: bool = True) -> None:
     """Write a line to stdout (``err``: stderr) and flush."""
     stream = sys.stderr if err else sys.stdout
-    stream.write(text + "\n" if nl else text)
-    stream.flush()
+    try:
+        stream.write(text + "\n" if nl else text)
+        stream.flush()
+    except BrokenPipeError:
+        raise
+    except OSError as exc:
+        if err:
+            raise
+        raise OutputFailed(f"cannot write the output: {exc}") from None
 
 
 class _Warnings(logging.Handler):
@@ -105,21 +112,27 @@ def refusals(json_out: bool) -> Iterator[None]:
     except RecursionError:
         _refuse(json_out, "invalid_input", "the input is nested too deeply")
     except HephError as exc:  # CliError, UnknownWorkflow, InstanceNotFound, StorageError, ...: exit 1
-        _refuse(json_out, exc.code, _one_line(exc))
+        _refuse(json_out, exc.code, _one_line(exc), 3 if isinstance(exc, MaybeApplied) else 1)
     except Exception as exc:
         _refuse(json_out, "internal",
                 f"internal error: {type(exc).__name__}: {_one_line(exc)} (rerun with --debug for the traceback)")
 
 
-def _refuse(json_out: bool, code: str, message: str) -> None:
+def _refuse(json_out: bool, code: str, message: str, status: int = 1) -> None:
+    """Print the one error line (and the ``--json`` error) and exit ``status``: 1 (nothing
+    changed) or 3 (the change may have been applied)."""
     if OPTIONS.debug:
         import traceback
 
         traceback.print_exc()
-    if json_out:
-        echo(json.dumps({"error": {"code": code, "message": message}}))
-    echo(f"error: {printable(message)}", err=True)
-    raise SystemExit(1)
+    for line, err in ((json.dumps({"error": {"code": code, "message": message}}), False),
+                      (f"error: {printable(message)}", True)):
+        if err or json_out:
+            try:
+                echo(line, err=err)
+            except (OSError, OutputFailed):  # nowhere to say it: the exit status still does
+                pass
+    raise SystemExit(status)
 
 
 def current_project(collect: bool = False, workflows: bool = True) -> tuple[Project, list[dict]]:
@@ -210,9 +223,15 @@ def _terminal() -> bool:
     return sys.stdout.isatty() or bool(os.environ.get("FORCE_COLOR"))
 
 
-def emit(json_out: bool, data: object, text: str) -> None:
-    """Print ``data`` as JSON (``--json``), else ``text``."""
-    echo(json.dumps(data, ensure_ascii=False) if json_out else text)
+def emit(json_out: bool, data: object, text: str, changed: Optional[str] = None) -> None:
+    """Print ``data`` as JSON (``--json``), else ``text``. ``changed``: the id a command has just
+    changed; if its answer cannot be written, the command must not read as refused (exit 3)."""
+    try:
+        echo(json.dumps(data, ensure_ascii=False) if json_out else text)
+    except OutputFailed as exc:
+        if changed is None:
+            raise
+        raise MaybeApplied(instance_id=changed, reason=f"it was written, but its answer could not be: {exc}") from None
 
 
 # -- commands ------------------------------------------------------------------------
@@ -261,7 +280,7 @@ def start(workflow: str, value: Optional[str] = None, context: Optional[str] = N
 
             full_id = build_id(cls.__heph_unique__.key, value)
         inst = app.start_run(cls, initial, id=full_id, version=version, options=options)
-        emit(json_out, _summary(inst), _describe(inst, "started"))
+        emit(json_out, _summary(inst), _describe(inst, "started"), changed=inst.id)
 
 
 def resume(args: List[str], step: Optional[str] = None, full_id: Optional[str] = None,
@@ -277,7 +296,7 @@ def resume(args: List[str], step: Optional[str] = None, full_id: Optional[str] =
         project, _ = current_project()
         instance_id, cls = _target(workflow, value, full_id)
         inst = _app(project).resume(instance_id, event, step=step, workflow=cls)
-        emit(json_out, _summary(inst), _describe(inst, "resumed"))
+        emit(json_out, _summary(inst), _describe(inst, "resumed"), changed=inst.id)
 
 
 def show(workflow: Optional[str] = None, value: Optional[str] = None, full_id: Optional[str] = None,
@@ -342,7 +361,7 @@ def _act(action: str, verb: str, workflow: Optional[str], value: Optional[str], 
         project, _ = current_project()
         instance_id, cls = _target(workflow, value, full_id)
         inst = getattr(_app(project), action)(instance_id, workflow=cls)
-        emit(json_out, _summary(inst), _describe(inst, verb))
+        emit(json_out, _summary(inst), _describe(inst, verb), changed=inst.id)
 
 
 def cancel(workflow: Optional[str] = None, value: Optional[str] = None, full_id: Optional[str] = None,
@@ -386,16 +405,49 @@ def graph(workflow: str, fmt: str = "tree", instance: Optional[str] = None, vers
 
 
 def tick(json_out: bool = False) -> None:
-    """Fire due timers and retries once (and finish steps interrupted by a dead process)."""
+    """Fire due timers and retries once (and finish steps interrupted by a dead process).
+
+    Exits 1 if the due work of some run could not be written (each named in a warning line, and
+    in ``failed`` with ``--json``), 3 if such a write may have been applied; the rest was fired."""
     with refusals(json_out):
         project, _ = current_project()
-        actions = _app(project).tick()
+        done = _app(project).tick()
         if json_out:
-            echo(json.dumps({"fired": actions}))
+            echo(json.dumps({"fired": list(done), "failed": done.failed}))
         else:
-            for a in actions:
+            for a in done:
                 echo(printable(f"{a['kind']:9} {a['id']}  step {a['step']}"))
-            echo(f"fired {len(actions)}")
+            echo(f"fired {len(done)}" + (f", failed {len(done.failed)}" if done.failed else ""))
+    if done.failed:
+        for f in done.failed:
+            echo(printable(f"warning: could not fire the due work of {f['id']}: {f['error']}"), err=True)
+        raise SystemExit(3 if any(f["code"] == MaybeApplied.code for f in done.failed) else 1)
+
+
+class _Outage:
+    """A worker's view of its store being out of reach: warns on the first failed tick and when
+    it is back, and backs off (0.5 s doubling to 30 s) in between."""
+
+    def __init__(self) -> None:
+        self.pause = 0.0
+
+    def failed(self, exc: BaseException) -> float:
+        if not self.pause:
+            logging.getLogger("heph").warning("worker: the store failed (%s); retrying with backoff", _one_line(exc))
+        self.pause = min(30.0, self.pause * 2 if self.pause else 0.5)
+        return self.pause
+
+    def recovered(self) -> None:
+        if self.pause:
+            logging.getLogger("heph").warning("worker: the store answers again; carrying on")
+        self.pause = 0.0
+
+
+def _sleep_unless(stop: dict, seconds: float) -> None:
+    """Sleep ``seconds`` in short slices, returning early once ``stop["now"]`` is set."""
+    end = time.monotonic() + seconds
+    while not stop["now"] and (left := end - time.monotonic()) > 0:
+        time.sleep(min(0.1, left))
 
 
 def worker(interval: float = 1.0, iterations: Optional[int] = None, json_out: bool = False) -> None:
@@ -413,6 +465,7 @@ def worker(interval: float = 1.0, iterations: Optional[int] = None, json_out: bo
         previous = {sig: signal.signal(sig, ask_to_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
         live = sys.stdout.isatty() and not json_out
         total = ticks = 0
+        outage = _Outage()
         status = None
         if live:
             from heph.cli import render
@@ -421,7 +474,15 @@ def worker(interval: float = 1.0, iterations: Optional[int] = None, json_out: bo
             status.start()
         try:
             while not stop["now"] and (iterations is None or ticks < iterations):
-                actions = app.tick()
+                try:
+                    actions = app.tick()
+                except StorageError as exc:  # the store is out of reach: say so once, back off, carry on
+                    pause = outage.failed(exc)
+                    WARNINGS.flush_to_stderr()
+                    ticks += 1
+                    _sleep_unless(stop, pause)
+                    continue
+                outage.recovered()
                 WARNINGS.flush_to_stderr()
                 ticks += 1
                 total += len(actions)
@@ -434,11 +495,12 @@ def worker(interval: float = 1.0, iterations: Optional[int] = None, json_out: bo
                     status.update(f"heph worker: {ticks} ticks, {total} fired; "
                                   f"next tick in {interval:g}s (Ctrl-C stops)")
                 deadline = time.monotonic() + interval
-                wait_for_work = getattr(app.storage, "wait_for_work", None)  # PostgreSQL: LISTEN/NOTIFY
                 while not stop["now"] and time.monotonic() < deadline and (iterations is None or ticks < iterations):
-                    if wait_for_work is None:
-                        time.sleep(min(0.05, interval))
-                    elif wait_for_work(min(0.25, max(0.0, deadline - time.monotonic()))):
+                    # PostgreSQL wakes on LISTEN/NOTIFY; the default sleeps the slice
+                    try:
+                        if app.storage.wait_for_work(min(0.25, max(0.0, deadline - time.monotonic()))):
+                            break
+                    except StorageError:  # the next tick meets it and backs off
                         break
         finally:
             if status is not None:

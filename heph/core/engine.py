@@ -44,11 +44,17 @@ class Failed:
 
     def __post_init__(self) -> None:
         # A lone surrogate (say, from a file name decoded with surrogateescape) cannot be stored
-        # as UTF-8 and would make the instance unwritable: keep it as its escape text, "\udcff".
+        # as UTF-8, nor U+0000 in PostgreSQL, and either would make the instance unwritable:
+        # keep them as their escape text, "\udcff" and "\x00".
         for name in ("type", "message", "traceback"):
             value = getattr(self, name)
-            if isinstance(value, str) and not value.isascii():
-                object.__setattr__(self, name, value.encode("utf-8", "backslashreplace").decode("utf-8"))
+            if not isinstance(value, str):
+                continue
+            if not value.isascii():
+                value = value.encode("utf-8", "backslashreplace").decode("utf-8")
+            if "\x00" in value:
+                value = value.replace("\x00", "\\x00")
+            object.__setattr__(self, name, value)
 
 
 Outcome = Union[Completed, Paused, Failed]

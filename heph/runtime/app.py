@@ -23,13 +23,16 @@ from heph.core.workflow import Facade, lookup
 from heph.errors import (
     AmbiguousInstance,
     HephError,
+    InstanceBusy,
     InstanceNotFound,
     InvalidContext,
     InvalidEvent,
     InvalidId,
     InvalidQuery,
     InvalidVersion,
+    MaybeApplied,
     NotJsonSafe,
+    StorageError,
     UnknownWorkflow,
 )
 from heph.runtime.clock import SystemClock
@@ -47,18 +50,30 @@ _last_run = {"at": datetime.min.replace(tzinfo=timezone.utc)}
 _run_lock = threading.Lock()
 
 
-def new_run_id(now: datetime) -> str:
+def new_run_id(now: datetime, after: str | None = None) -> str:
     """A run id that sorts by creation time: ``20261126T001712123456-a1b2c3``.
 
     Ids made by one process strictly increase, even when the clock stands still
-    (``ManualClock``) or repeats a reading, so "newest first" stays well defined.
+    (``ManualClock``) or repeats a reading, and each sorts after ``after`` (the id's newest run,
+    read under its lock), even after the clock jumped back: "newest first" follows the order
+    the runs were made in, not the wall clock.
     """
     moment = now.astimezone(timezone.utc)
+    if after is not None and (floor := _stamp_of(after)) is not None and moment <= floor:
+        moment = floor + timedelta(microseconds=1)
     with _run_lock:
         if moment <= _last_run["at"]:
             moment = _last_run["at"] + timedelta(microseconds=1)
         _last_run["at"] = moment
     return f"{moment:%Y%m%dT%H%M%S%f}-{os.urandom(3).hex()}"
+
+
+def _stamp_of(run: str) -> datetime | None:
+    """The creation time a run id starts with (None if it does not start with one)."""
+    try:
+        return datetime.strptime(run[:22], "%Y%m%dT%H%M%S%f").replace(tzinfo=timezone.utc)
+    except ValueError:
+        return None
 
 
 def check_context(context: object) -> dict:
@@ -167,11 +182,17 @@ class Hephaestus:
                 emit(name, payload)
         lease = instance.lease
         ran = False  # a step ran since the last write
+        wrote = False  # this segment has written (its change is applied, at least in part)
 
         def save() -> None:
-            nonlocal new, saved, ran
-            (session.insert if new else session.update)(instance)
-            new, saved, ran = False, True, False
+            nonlocal new, saved, ran, wrote
+            try:
+                (session.insert if new else session.update)(instance)
+            except StorageError as exc:
+                if not wrote or isinstance(exc, MaybeApplied):
+                    raise
+                raise MaybeApplied(instance_id=instance.id, reason=f"a later write failed: {exc}") from exc
+            new, saved, ran, wrote = False, True, False, True
 
         while (entry := engine.next_step(instance)) is not None:
             key = entry["step"]
@@ -197,7 +218,12 @@ class Hephaestus:
         started = self.clock.now()
         outcome = engine.execute_step(definition, instance, entry)
         finished = self.clock.now()
-        instance = engine.apply_outcome(definition, instance, entry, outcome, started, finished)
+        before = instance
+        instance = engine.apply_outcome(definition, before, entry, outcome, started, finished)
+        if not isinstance(outcome, engine.Failed) and (why := self.storage.unstorable(instance)) is not None:
+            # acknowledging a run the store could never give back would lose it: the step fails
+            outcome = engine.Failed("heph.Unstorable", f"step {key} returned data the store cannot keep: {why}")
+            instance = engine.apply_outcome(definition, before, entry, outcome, started, finished)
         if isinstance(outcome, engine.Failed):
             log.warning("step %s of %s failed (attempt %s): %s", key, instance.id, entry["attempt"], outcome.message)
         if listening():
@@ -255,10 +281,14 @@ class Hephaestus:
             raise InvalidVersion(f"version must be an int, got {version!r}", version=version)
         definition = cls.definition(cls.resolve_version(version, options or {}))
         now = self.clock.now()
-        fresh = engine.new_instance(definition, instance_id, initial, now, new_run_id(now))
-        instance = engine.begin(fresh, now, self._lease(now))
         with self.storage.session(instance_id, self.lock_timeout) as session:
-            uniqueness.check(instance, session.runs())
+            runs = session.runs()
+            fresh = engine.new_instance(definition, instance_id, initial, now,
+                                        new_run_id(now, runs[0].run if runs else None))
+            if (why := self.storage.unstorable(fresh)) is not None:
+                raise InvalidContext(f"the start context cannot be stored: {why}")
+            instance = engine.begin(fresh, now, self._lease(now))
+            uniqueness.check(instance, runs)
             return self._drive(session, definition, instance, "start", [("workflow.start", _payload(instance))],
                                new=True)
 
@@ -325,57 +355,97 @@ class Hephaestus:
             uniqueness.check(retried, session.runs())
             return self._drive(session, definition, retried, "retry")
 
-    def tick(self) -> builtins.list[dict]:
+    def tick(self) -> Ticked:
         """Fire every due timer and retry, and finish runs interrupted by a dead process.
 
-        Returns one dict per action (``id``, ``run``, ``step``, ``kind``: timer/retry/recovered).
-        Runs busy in another process are skipped (the next tick gets them), and so is a run
-        that cannot be handled (corrupt, or its workflow no longer defined): one bad instance
-        never stops the others.
+        Returns one dict per action (``id``, ``run``, ``step``, ``kind``: timer/retry/recovered),
+        as a list whose ``failed`` attribute lists the runs whose due work could not be written
+        (``id``, ``run``, ``code``, ``error``; ``code`` ``may_have_been_applied`` when the write may
+        have reached the store). Runs busy in another process are skipped (the next tick gets
+        them), and so is a run that cannot be read or handled (corrupt, or its workflow no longer
+        defined), with a warning: one bad instance never stops the others.
         """
-        actions: builtins.list[dict] = []
+        done = Ticked()
         for ref in self.storage.interrupted():
-            self._skipping(ref.id, lambda ref=ref: actions.extend(self._recover_one(ref.id, ref.run)))
+            self._one(done, ref, lambda ref=ref: self._recover_one(ref.id, ref.run))
         now = self.clock.now()
         for ref in self.storage.due_batches(now):
-            self._skipping(ref.id, lambda ref=ref: actions.extend(self._fire_one(ref.id, ref.run, now)))
-        for action in actions:
+            self._one(done, ref, lambda ref=ref: self._fire_one(ref.id, ref.run, now))
+        for action in done:
             log.info("tick: %s %s of %s", action["kind"], action["step"], action["id"])
-        return actions
+        return done
 
     @staticmethod
-    def _skipping(instance_id: str, work: Any) -> None:
+    def _one(done: Ticked, ref: Any, work: Any) -> None:
+        """Do one run's due work, sorting what goes wrong into skipped (busy, unreadable) and failed."""
         try:
-            work()
-        except HephError as exc:  # busy, corrupt, or a workflow/version no longer defined
-            log.info("tick skipped %s: %s", instance_id, exc)
+            done.extend(work())
+        except _WriteFailed as failure:
+            exc = failure.error
+            log.warning("tick could not write %s: %s", ref.id, exc)
+            done.failed.append({"id": ref.id, "run": ref.run, "code": exc.code, "error": str(exc)})
+        except InstanceBusy as exc:
+            log.info("tick skipped %s: %s", ref.id, exc)
+        except HephError as exc:  # corrupt, or a workflow/version no longer defined
+            log.warning("tick skipped %s: %s", ref.id, exc)
 
     def _recover_one(self, instance_id: str, run: str) -> builtins.list[dict]:
         """Run the active steps of one interrupted run again, if it still is interrupted."""
-        with self.storage.session(instance_id, timeout=0) as session:
-            match = [r for r in session.runs() if r.run == run]
-            if not match or match[0].status not in ("pending", "running"):
-                return []
-            steps = [a["step"] for a in match[0].active]
-            self._recover(session, match[0], self.clock.now())
+        writing = False
+        try:
+            with self.storage.session(instance_id, timeout=0) as session:
+                match = [r for r in session.runs() if r.run == run]
+                if not match or match[0].status not in ("pending", "running"):
+                    return []
+                steps = [a["step"] for a in match[0].active]
+                writing = True
+                self._recover(session, match[0], self.clock.now())
+        except StorageError as exc:
+            if writing and not isinstance(exc, InstanceBusy):
+                raise _WriteFailed(exc) from exc
+            raise
         return [{"id": instance_id, "run": run, "step": ",".join(steps), "kind": "recovered"}]
 
     def _fire_one(self, instance_id: str, run: str, now: datetime) -> builtins.list[dict]:
         """Fire the due timers and retries of one run and run on from them."""
-        with self.storage.session(instance_id, timeout=0) as session:
-            match = [r for r in session.runs() if r.run == run]
-            if not match:
-                return []
-            definition = self.definition_of(match[0])
-            fired_instance, fired = engine.fire_due(definition, match[0], now)
-            if not fired:
-                return []
-            if fired_instance.status == "running":
-                fired_instance = engine.begin(fired_instance, now, self._lease(now))
-            opening = [("step.resume", _payload(fired_instance, step=f["step"], event="timeout"))
-                       for f in fired if f["kind"] == "timer"]
-            self._drive(session, definition, fired_instance, "timer" if opening else "retry", opening)
+        writing = False
+        try:
+            with self.storage.session(instance_id, timeout=0) as session:
+                match = [r for r in session.runs() if r.run == run]
+                if not match:
+                    return []
+                definition = self.definition_of(match[0])
+                fired_instance, fired = engine.fire_due(definition, match[0], now)
+                if not fired:
+                    return []
+                if fired_instance.status == "running":
+                    fired_instance = engine.begin(fired_instance, now, self._lease(now))
+                opening = [("step.resume", _payload(fired_instance, step=f["step"], event="timeout"))
+                           for f in fired if f["kind"] == "timer"]
+                writing = True
+                self._drive(session, definition, fired_instance, "timer" if opening else "retry", opening)
+        except StorageError as exc:
+            if writing and not isinstance(exc, InstanceBusy):
+                raise _WriteFailed(exc) from exc
+            raise
         return fired
+
+
+class Ticked(list):
+    """What ``tick`` did: the actions (a list of dicts), and ``failed``, the runs it could not write."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failed: builtins.list[dict] = []
+
+
+class _WriteFailed(Exception):
+    """A run's due work failed while being written, the session's close included (not while
+    being read): tick reports it as failed rather than skipped."""
+
+    def __init__(self, error: StorageError) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 def _id_for(cls: type[Facade], instance_id: str) -> str:

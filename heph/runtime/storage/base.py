@@ -133,6 +133,13 @@ class Storage(ABC):
         time.sleep(max(0.0, timeout))
         return False
 
+    def unstorable(self, instance: Instance) -> str | None:
+        """Why this store could not hold ``instance`` (too large, a character it cannot keep),
+        or None if it can. Asked before a step's result is written: the runtime fails the step
+        with this message instead of acknowledging a run that could never be read back. The
+        default: None (any JSON-safe instance is storable)."""
+        return None
+
     def close(self) -> None:
         """Release resources (connections, file handles)."""
         return None
