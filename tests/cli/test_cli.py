@@ -330,7 +330,7 @@ def test_cancel_a_waiting_instance(project):
     assert shown["status"] == "cancelled" and shown["next_due_at"] is None
     assert [h["outcome"] for h in shown["history"]][-1] == "cancelled"
     assert_refused(heph("cancel", "reminderflow", "user7", cwd=project), "reminderid::user7", "cancelled")
-    assert ok_json("tick", cwd=project) == {"fired": []}  # its timer is gone
+    assert ok_json("tick", cwd=project) == {"fired": [], "failed": []}  # its timer is gone
 
 
 def test_a_jammed_fulfilment_fails_after_its_retries_then_heph_retry_completes_it(project):
@@ -406,7 +406,7 @@ def test_graph_marks_an_instance(shop):
 def test_tick_with_nothing_due(shop):
     run = ok("tick", cwd=shop)
     assert run.out.strip().splitlines()[-1] == "fired 0"
-    assert ok_json("tick", cwd=shop) == {"fired": []}
+    assert ok_json("tick", cwd=shop) == {"fired": [], "failed": []}
     assert ok_json("show", "reminderflow", "user7", cwd=shop)["status"] == "waiting"  # its timer is an hour away
 
 
