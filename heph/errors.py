@@ -72,7 +72,9 @@ class AmbiguousInstance(HephError):
 
     def describe(self) -> str:
         return (f"{self.instance_id} is active in several workflows ({', '.join(self.workflows or [])}): "
-                f"name the workflow (CLI: heph show WORKFLOW VALUE, or heph list --id {self.instance_id})")
+                f"name the workflow (CLI: the workflow before --id, as in heph resume WORKFLOW --id "
+                f"{self.instance_id} EVENT or heph show WORKFLOW --id {self.instance_id}; "
+                f"heph list --id {self.instance_id} lists its runs)")
 
 
 class NotCancellable(HephError):

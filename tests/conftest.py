@@ -21,7 +21,7 @@ if str(TESTS) not in sys.path:
 SLOW_MODULES = {
     "test_bench_smoke.py", "test_security.py", "test_sample_project.py", "test_torture.py", "test_package.py",
     "test_cli.py", "test_cli_refusals.py", "test_hostile_input.py", "test_multiprocess.py", "test_doctor.py",
-    "test_locking.py", "test_postgres.py", "test_cli_failures.py",
+    "test_locking.py", "test_postgres.py", "test_cli_failures.py", "test_cli_issue19.py", "test_readme.py",
 }
 
 

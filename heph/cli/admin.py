@@ -2,13 +2,14 @@
 (``heph db migrate``, ``heph storage copy``); ``heph.cli.main`` adds them to the app."""
 
 import json
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from heph.cli.app import JsonOption, new_typer
 from heph.cli.commands import current_project, echo, emit, refusals
-from heph.cli.project import Project, find_config, load_project, open_storage
+from heph.cli.project import CONFIG_NAME, Project, find_config, load_project, open_storage
 from heph.errors import CliError
 
 
@@ -37,32 +38,75 @@ def doctor(
         if json_out:
             echo(json.dumps(report))
         else:
-            index = report["index"]
-            lines = [
-                f"store        {report['store']}",
-                f"instances    {report['instances']} readable",
-                f"corrupt      {len(report['corrupt'])}",
-                f"temp files   {len(report['temp_files'])} (left by interrupted writes)",
-                f"index        {'complete' if index['complete'] else 'INCOMPLETE'}, "
-                f"{index['missing_markers']} missing and {index['stale_markers']} stale markers",
-                f"interrupted  {len(report['interrupted'])} (owner died mid-step; `heph tick` runs them again)",
-                f"busy         {len(report['busy'])} (a live process holds their lock)",
-                f"unknown      {len(report['unknown_workflows'])} (workflow or version not defined in this project)",
-            ]
-            for item in report["corrupt"]:
-                lines.append(f"  corrupt: {item['reason']}")
-            for item in report["interrupted"]:
-                lines.append(f"  interrupted: {item['id']} run {item['run']} steps {', '.join(item['steps'])} "
-                             f"(pid {item['owner_pid']} on {item['owner_host']})")
-            for item in report["unknown_workflows"]:
-                lines.append(f"  unknown: {item['id']} run {item['run']} ({item['workflow']} v{item['version']})")
-            if report["repaired"]:
-                lines.append(f"repaired: moved {len(report['repaired']['quarantined'])} file(s) to quarantine/, "
-                             f"index rebuilt ({report['repaired']['index']})")
-            lines.append("healthy" if report["healthy"] else "problems found: run `heph doctor --repair`")
-            echo("\n".join(lines))
+            echo("\n".join(doctor_lines(report)))
         if not report["healthy"]:
             raise SystemExit(1)
+
+
+def _count(n: int, one: str, many: str | None = None) -> str:
+    return f"{n} {one if n == 1 else (many or one + 's')}"
+
+
+def _index_line(report: dict) -> str:
+    """The index as one human line: complete, or what is wrong with it and how it is fixed."""
+    index = report["index"]
+    missing, stale = index["missing_markers"], index["stale_markers"]
+    fix = "rebuilt below" if report["repaired"] else "heph doctor --repair rebuilds it"
+    if not missing and not stale:
+        if index["complete"]:
+            return "complete"
+        if not report["instances"] and not report["corrupt"]:
+            return "none yet (no instance stored)"  # a fresh store: its first write makes it
+        return f"not marked complete ({fix})"
+    parts = [f"{n} {word}" for n, word in ((missing, "missing"), (stale, "stale")) if n]
+    return f"{' and '.join(parts)} marker{'' if missing + stale == 1 else 's'} ({fix})"
+
+
+def doctor_lines(report: dict) -> list[str]:
+    """``heph doctor``'s text: one ``label: value`` line per check, details, repairs, verdict."""
+    lines = [
+        f"store:        {report['store']}",
+        f"instances:    {report['instances']} readable",
+        f"corrupt:      {len(report['corrupt'])}" + (" (heph doctor --repair moves them to quarantine/)"
+                                                      if report["corrupt"] and not report["repaired"] else ""),
+        f"unreadable:   {len(report['unreadable'])} (I/O errors reading them; never moved)",
+        f"temp files:   {len(report['temp_files'])} (left by interrupted writes)",
+        f"index:        {_index_line(report)}",
+        f"interrupted:  {len(report['interrupted'])} (owner died mid-step; `heph tick` runs them again)",
+        f"busy:         {len(report['busy'])} (a live process holds their lock)",
+        f"unknown:      {len(report['unknown_workflows'])} (workflow or version not defined in this project)",
+    ]
+    for item in report["corrupt"]:
+        lines.append(f"  corrupt: {item['reason']}")
+    for item in report["unreadable"]:
+        lines.append(f"  unreadable: {item['reason']}")
+    for item in report["interrupted"]:
+        lines.append(f"  interrupted: {item['id']} run {item['run']} steps {', '.join(item['steps'])} "
+                     f"(pid {item['owner_pid']} on {item['owner_host']})")
+    for item in report["unknown_workflows"]:
+        lines.append(f"  unknown: {item['id']} run {item['run']} ({item['workflow']} v{item['version']})")
+    repaired = report["repaired"]
+    if repaired:
+        lines.append(f"quarantined:  {_count(len(repaired['quarantined']), 'file')} moved to quarantine/")
+        rebuilt = repaired.get("index")
+        if isinstance(rebuilt, dict):
+            said = {"instances": ("instance", "instances"), "added": ("marker added", "markers added"),
+                    "removed": ("marker removed", "markers removed"), "corrupt": ("corrupt file skipped",
+                                                                                 "corrupt files skipped")}
+            parts = [f"{rebuilt[k]} {one if rebuilt[k] == 1 else many}" for k, (one, many) in said.items()
+                     if k in rebuilt]
+            parts += [f"{k} {v}" for k, v in rebuilt.items() if k not in said]
+            lines.append(f"index rebuilt: {', '.join(parts)}")
+        else:
+            lines.append("index rebuilt")
+    if report["healthy"]:
+        lines.append("repaired: healthy now" if repaired else "healthy")
+    elif report["unreadable"]:
+        lines.append("problems found: files the store cannot read (above); check the disk, then run "
+                     "`heph doctor` again")
+    else:
+        lines.append("problems found: run `heph doctor --repair`")
+    return lines
 
 
 db_cli = new_typer("db", "PostgreSQL storage: schema migrations.")
@@ -104,7 +148,7 @@ def storage_copy(
         from heph.runtime.storage.transfer import copy_runs
 
         project, _ = current_project()
-        target_config = find_config(to)
+        target_config = _target_config(to)
         target = load_project(target_config, use_env=False)  # the target is exactly what its heph.yaml says
         if _store_key(target) == _store_key(project):
             raise CliError(f"{target_config} uses the same store as this project; nothing to copy")
@@ -119,6 +163,16 @@ def storage_copy(
               f"copied {report['copied']} run(s) of {report['ids']} instance id(s) from {report['source']} to "
               f"{report['target']} ({report['already_present']} already there); "
               f"verified {report['verified']}/{report['runs']} checksums (sha256 {report['checksum'][:16]}...)")
+
+
+def _target_config(to: str) -> Path:
+    """The heph.yaml named by ``--to`` (a file, or a directory holding one)."""
+    path = Path(to)
+    if path.is_dir():
+        path = path / CONFIG_NAME
+    if not path.is_file():
+        raise CliError(f"config file {path} (from --to) does not exist: give the path of the target's heph.yaml")
+    return find_config(str(path))
 
 
 def _store_key(project: Project) -> tuple:

@@ -14,10 +14,10 @@ import os
 import sys
 import time
 from contextlib import contextmanager
-from typing import Iterator, List, Optional
+from typing import Iterator, List, NoReturn, Optional
 
 from heph.cli.project import Project, find_config, import_workflows, load_project, read_context
-from heph.cli.text import printable, when
+from heph.cli.text import error_line, printable, when
 from heph.errors import CliError, HephError, MaybeApplied, OutputFailed, StorageError, UnknownWorkflow, UsageError
 
 
@@ -34,12 +34,34 @@ class Options:
 OPTIONS = Options()
 
 
+def _write_out(stream, text: str) -> None:
+    """Write ``text`` to ``stream`` and flush; a real file descriptor is written with ``os.write``
+    until every byte is taken. Through the buffered stream, a write that a pipe whose reader has
+    left takes in part (``heph list --json | head -c 100``) could end without the BrokenPipeError
+    of the next one, and the command would exit 0 as if its whole answer had been read."""
+    try:
+        fd = stream.fileno()
+    except (AttributeError, OSError, ValueError):  # a StringIO, a test's capture
+        fd = None
+    if fd is None or os.linesep != "\n":
+        stream.write(text)
+        stream.flush()
+        return
+    data = memoryview(text.encode(stream.encoding or "utf-8", stream.errors or "strict"))
+    stream.flush()
+    while data:
+        data = data[os.write(fd, data):]
+
+
 def echo(text: str, err: bool = False, nl: bool = True) -> None:
     """Write a line to stdout (``err``: stderr) and flush."""
     stream = sys.stderr if err else sys.stdout
     try:
-        stream.write(text + "\n" if nl else text)
-        stream.flush()
+        if err:
+            stream.write(text + "\n" if nl else text)
+            stream.flush()
+        else:
+            _write_out(stream, text + "\n" if nl else text)
     except BrokenPipeError:
         raise
     except OSError as exc:
@@ -58,6 +80,10 @@ class _Warnings(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         self.lines.append(record.getMessage().splitlines()[0] if record.getMessage() else record.levelname)
+
+    def drop(self, prefix: str) -> None:
+        """Forget the warnings starting with ``prefix`` (what the command's answer already says)."""
+        self.lines = [line for line in self.lines if not line.startswith(prefix)]
 
     def flush_to_stderr(self) -> None:
         for line in self.lines:
@@ -102,8 +128,7 @@ def refusals(json_out: bool) -> Iterator[None]:
             WARNINGS.flush_to_stderr()
         raise
     except UsageError as exc:
-        echo(f"Usage error: {exc} (see --help)", err=True)
-        raise SystemExit(2) from None
+        usage_error(str(exc))
     except KeyboardInterrupt:
         raise SystemExit(130) from None
     except BrokenPipeError:  # `heph list | head`: the reader left; nothing to say (click exits 1 too)
@@ -116,6 +141,18 @@ def refusals(json_out: bool) -> Iterator[None]:
     except Exception as exc:
         _refuse(json_out, "internal",
                 f"internal error: {type(exc).__name__}: {_one_line(exc)} (rerun with --debug for the traceback)")
+
+
+def usage_error(message: str, command: Optional[str] = None) -> NoReturn:
+    """Print ``Usage error: MESSAGE (see heph COMMAND --help)`` on stderr and exit 2: the one
+    style of every usage error, heph's and Typer's (``heph.cli.main.run``)."""
+    if command is None:
+        from typer._click.globals import get_current_context
+
+        ctx = get_current_context(silent=True)
+        command = ctx.command_path if ctx is not None else "heph"
+    echo(f"Usage error: {printable(message).rstrip('.')} (see {command} --help)", err=True)
+    raise SystemExit(2)
 
 
 def _refuse(json_out: bool, code: str, message: str, status: int = 1) -> None:
@@ -174,8 +211,26 @@ def _target(workflow: Optional[str], value: Optional[str], full_id: Optional[str
     unique = cls.__heph_unique__
     if unique.scope == "none" and "::" not in value:
         raise CliError(f"workflow {workflow} uses scope 'none': "
-                       f"pass --id {unique.key}::{value}::<suffix> (see heph list)")
+                       f"pass --id {unique.key}::{value}::<suffix> (see heph list -w {workflow})")
     return (check_id(value) if "::" in value else build_id(unique.key, value)), cls
+
+
+def _check_options(cls, options: dict, version: Optional[int]) -> None:
+    """Refuse ``--option``s that nothing would read: only a versioned workflow's own ``version_for``
+    reads them, and only when no ``--version`` is given."""
+    if not options:
+        return
+    from heph.core.workflow import VersionedWorkflow
+
+    name, given = cls.__heph_workflow_name__, ", ".join(f"--option {k}" for k in options)
+    if not (isinstance(cls, type) and issubclass(cls, VersionedWorkflow)):
+        raise UsageError(f"{given}: workflow {name} has no versions, and only a versioned workflow's "
+                         f"version_for reads options")
+    if getattr(cls.version_for, "__func__", None) is VersionedWorkflow.version_for.__func__:  # type: ignore[attr-defined]
+        raise UsageError(f"{given}: workflow {name} does not define version_for, the only reader of options")
+    if version is not None:
+        raise UsageError(f"{given}: --version {version} picks the version, so version_for (the only reader "
+                         f"of options) is not asked")
 
 
 def _parse_options(items: List[str]) -> dict:
@@ -213,8 +268,15 @@ def _describe(inst, verb: str) -> str:
         if inst.next_due_at:
             line += f" (next due {when(inst.next_due_at)} UTC)"
     if inst.error:
-        line += f" in step {inst.error.get('step')}: {inst.error.get('message')}"
+        line += f" in step {inst.error.get('step')}: {error_line(inst.error)}"
     return printable(line)
+
+
+def _answer(json_out: bool, inst, verb: str) -> None:
+    """Print what a command did to ``inst``; a failure it reports is not repeated as a warning."""
+    if inst.error:
+        WARNINGS.drop(f"step {inst.error.get('step')} of {inst.id} failed")
+    emit(json_out, _summary(inst), _describe(inst, verb), changed=inst.id)
 
 
 def _terminal() -> bool:
@@ -237,12 +299,18 @@ def emit(json_out: bool, data: object, text: str, changed: Optional[str] = None)
 # -- commands ------------------------------------------------------------------------
 
 
+def _metadata(cls) -> dict:
+    """A workflow's ``metadata`` (a versioned workflow's own, else its current version's)."""
+    data = cls.__dict__.get("metadata") or cls.definition().metadata or getattr(cls, "metadata", None)
+    return dict(data or {})
+
+
 def check(json_out: bool = False) -> None:
     """Import every workflow module, validate every workflow, list them and every error."""
     with refusals(json_out):
         from heph.core.workflow import registry
 
-        _, problems = current_project(collect=True)
+        project, problems = current_project(collect=True)
         rows = []
         for name, cls in sorted(registry().items()):
             versions = sorted(cls.__heph_versions__)
@@ -250,13 +318,16 @@ def check(json_out: bool = False) -> None:
             rows.append({"name": name, "key": cls.__heph_unique__.key, "scope": cls.__heph_unique__.scope,
                          "versions": versions, "current": cls.__heph_current__, "steps": len(current.steps),
                          "tags": list(cls.tags if cls.tags else current.tags), "file": current.file,
-                         "line": current.line})
+                         "line": current.line, "metadata": _metadata(cls)})
         if json_out:
             echo(json.dumps({"workflows": rows, "errors": problems, "ok": not problems}))
         else:
             from heph.cli import render
 
-            render.check(render.console(wide=True), rows, problems)
+            render.check(render.console(), rows, problems)
+        if not rows and not problems:
+            echo(f"warning: {project.config} lists no module that defines a workflow "
+                 f"(name the modules that define them under workflows:)", err=True)
         if problems:
             if not json_out:
                 echo(f"error: {len(problems)} definition problem(s) found", err=True)
@@ -274,13 +345,14 @@ def start(workflow: str, value: Optional[str] = None, context: Optional[str] = N
         initial = read_context(context, context_json)
         project, _ = current_project()
         cls = _workflow(workflow)
+        _check_options(cls, options, version)
         app = _app(project)
         if value is not None:  # else --id FULL_ID
             from heph.core.ids import build_id
 
             full_id = build_id(cls.__heph_unique__.key, value)
         inst = app.start_run(cls, initial, id=full_id, version=version, options=options)
-        emit(json_out, _summary(inst), _describe(inst, "started"), changed=inst.id)
+        _answer(json_out, inst, "started")
 
 
 def resume(args: List[str], step: Optional[str] = None, full_id: Optional[str] = None,
@@ -296,7 +368,7 @@ def resume(args: List[str], step: Optional[str] = None, full_id: Optional[str] =
         project, _ = current_project()
         instance_id, cls = _target(workflow, value, full_id)
         inst = _app(project).resume(instance_id, event, step=step, workflow=cls)
-        emit(json_out, _summary(inst), _describe(inst, "resumed"), changed=inst.id)
+        _answer(json_out, inst, "resumed")
 
 
 def show(workflow: Optional[str] = None, value: Optional[str] = None, full_id: Optional[str] = None,
@@ -317,22 +389,28 @@ def show(workflow: Optional[str] = None, value: Optional[str] = None, full_id: O
                 pick_run(runs, instance_id, name)  # no run at all: "no instance ..."
                 raise CliError(f"{instance_id} has no run {run!r}; runs: {', '.join(r.run for r in runs)}")
             inst = chosen[0]
+        metadata = _metadata(cls) if cls is not None else None  # the workflow's, when it is named
         if json_out:
             echo(json.dumps({**inst.to_dict(), "runs": [r.run for r in runs]}, ensure_ascii=False))
         elif not _terminal():
             from heph.cli import plain
 
-            plain.show(echo, inst, runs=len(runs))
+            plain.show(echo, inst, runs=len(runs), metadata=metadata)
         else:
             from heph.cli import render
 
-            render.show(render.console(), inst, runs=len(runs))
+            render.show(render.console(), inst, runs=len(runs), metadata=metadata)
 
 
 def list_(workflow: Optional[str] = None, status: Optional[List[str]] = None, full_id: Optional[str] = None,
           version: Optional[int] = None, limit: int = 50, json_out: bool = False) -> None:
     """List instances, newest first."""
     with refusals(json_out):
+        from heph.core.instance import STATUSES
+
+        bad = [s for s in status or [] if s not in STATUSES]
+        if bad:
+            raise UsageError(f"--status {bad[0]!r} is not a status; statuses: {', '.join(STATUSES)}")
         project, _ = current_project(workflows=workflow is not None)
         if workflow is not None:
             _workflow(workflow)
@@ -350,7 +428,7 @@ def list_(workflow: Optional[str] = None, status: Optional[List[str]] = None, fu
             from heph.cli import render
 
             out = render.console()
-            out.print(render.list_table(found))
+            out.print(render.list_table(found, render.room(out)))
             out.print(f"{len(found)} instance(s){more}", style="dim")
 
 
@@ -361,7 +439,7 @@ def _act(action: str, verb: str, workflow: Optional[str], value: Optional[str], 
         project, _ = current_project()
         instance_id, cls = _target(workflow, value, full_id)
         inst = getattr(_app(project), action)(instance_id, workflow=cls)
-        emit(json_out, _summary(inst), _describe(inst, verb), changed=inst.id)
+        _answer(json_out, inst, verb)
 
 
 def cancel(workflow: Optional[str] = None, value: Optional[str] = None, full_id: Optional[str] = None,
@@ -377,23 +455,25 @@ def retry(workflow: Optional[str] = None, value: Optional[str] = None, full_id: 
 
 
 def graph(workflow: str, fmt: str = "tree", instance: Optional[str] = None, version: Optional[int] = None,
-          json_out: bool = False) -> None:
+          full_id: Optional[str] = None, json_out: bool = False) -> None:
     """Draw the workflow's DAG; with --instance, mark completed, active, waiting and failed steps."""
     with refusals(json_out):
         from heph.cli import graph as drawing
 
         if fmt not in ("tree", "mermaid", "dot"):
             raise UsageError(f"--format must be tree, mermaid or dot, not {fmt!r}")
+        if instance is not None and full_id is not None:
+            raise UsageError("give either --instance VALUE or --id FULL_ID, not both")
         project, _ = current_project()
         cls = _workflow(workflow)
         inst = None
-        if instance is not None:
-            instance_id, _ = _target(workflow, instance, None) if "::" not in instance else (instance, cls)
+        if instance is not None or full_id is not None:
+            instance_id, _ = _target(workflow, instance, full_id)
             inst = _app(project).get(instance_id, workflow=cls)
             version = version or inst.version
         definition = cls.definition(version)
         if json_out:
-            echo(json.dumps(drawing.to_dict(definition, inst)))
+            echo(json.dumps({**drawing.to_dict(definition, inst), "metadata": _metadata(cls)}))
         elif fmt == "mermaid":
             echo(drawing.to_mermaid(definition, inst), nl=False)
         elif fmt == "dot":
@@ -419,9 +499,13 @@ def tick(json_out: bool = False) -> None:
                 echo(printable(f"{a['kind']:9} {a['id']}  step {a['step']}"))
             echo(f"fired {len(done)}" + (f", failed {len(done.failed)}" if done.failed else ""))
     if done.failed:
-        for f in done.failed:
-            echo(printable(f"warning: could not fire the due work of {f['id']}: {f['error']}"), err=True)
-        raise SystemExit(3 if any(f["code"] == MaybeApplied.code for f in done.failed) else 1)
+        first = done.failed[0]
+        more = f" (and {len(done.failed) - 1} more run(s): see --json)" if len(done.failed) > 1 else ""
+        maybe = any(f["code"] == MaybeApplied.code for f in done.failed)
+        echo(printable(f"error: could not fire the due work of {first['id']}: {first['error']}{more}; "
+                       + ("check with heph show before ticking again" if maybe else "the next tick tries again")),
+             err=True)
+        raise SystemExit(3 if maybe else 1)
 
 
 class _Outage:
@@ -491,6 +575,8 @@ def worker(interval: float = 1.0, iterations: Optional[int] = None, json_out: bo
                         echo(json.dumps(a))
                     else:
                         echo(printable(f"{time.strftime('%H:%M:%S')} {a['kind']:9} {a['id']}  step {a['step']}"))
+                for f in actions.failed:  # the next tick tries again
+                    echo(printable(f"warning: could not fire the due work of {f['id']}: {f['error']}"), err=True)
                 if status is not None:
                     status.update(f"heph worker: {ticks} ticks, {total} fired; "
                                   f"next tick in {interval:g}s (Ctrl-C stops)")

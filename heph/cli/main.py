@@ -99,10 +99,13 @@ def graph(
         "--instance", help="Mark the steps of this instance (business value or full id).")] = None,
     version: Annotated[Optional[int], typer.Option(
         "--version", help="Draw this version (default: current, or the instance's).")] = None,
+    full_id: Annotated[Optional[str], typer.Option(
+        "--id", help="Mark the steps of the instance with this full id (key::value[::suffix]).")] = None,
     json_out: JsonOption = False,
 ) -> None:
-    """Draw the workflow's DAG; with --instance, mark completed, active, waiting and failed steps."""
-    commands.graph(workflow=workflow, fmt=fmt, instance=instance, version=version, json_out=json_out)
+    """Draw the workflow's DAG; with --instance or --id, mark completed, active, waiting and failed steps."""
+    commands.graph(workflow=workflow, fmt=fmt, instance=instance, version=version, full_id=full_id,
+                   json_out=json_out)
 
 
 @cli.command()
@@ -128,5 +131,20 @@ cli.add_typer(admin.storage_cli, name="storage")
 
 
 def run() -> None:
-    """The console script (``heph``) and ``python -m heph``: run the Typer app on ``sys.argv``."""
-    cli()
+    """The console script (``heph``) and ``python -m heph``: run the Typer app on ``sys.argv``.
+
+    Typer's own usage errors (an unknown option, a bad value, a missing argument) are printed in
+    heph's one style, ``Usage error: ... (see heph COMMAND --help)``, and exit 2 like heph's."""
+    import sys
+
+    from typer._click.exceptions import NoArgsIsHelpError
+    from typer._click.exceptions import UsageError as ClickUsageError
+
+    try:
+        code = cli(prog_name="heph", standalone_mode=False)
+    except NoArgsIsHelpError as exc:  # `heph` or `heph db` alone: the help, exit 2
+        exc.show()
+        sys.exit(exc.exit_code)
+    except ClickUsageError as exc:
+        commands.usage_error(exc.format_message(), exc.ctx.command_path if exc.ctx is not None else "heph")
+    sys.exit(code if isinstance(code, int) else 0)

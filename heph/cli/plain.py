@@ -10,7 +10,7 @@ import sys
 from typing import Callable, Iterable, Sequence
 
 from heph.cli import text
-from heph.cli.text import printable
+from heph.cli.text import printable, width
 from heph.core.instance import Instance
 
 Write = Callable[[str], None]
@@ -26,16 +26,6 @@ def _fit(text: str) -> str:
         return text
     except UnicodeEncodeError:
         return text.translate(_ASCII_BOXES).encode(encoding, "backslashreplace").decode(encoding)
-
-
-def width(text: str) -> int:
-    """Terminal cells taken by ``text`` (wide East Asian characters take two)."""
-    if text.isascii():
-        return len(text)
-    import unicodedata
-
-    return sum(2 if unicodedata.east_asian_width(ch) in "WF" else 0 if unicodedata.combining(ch) else 1
-               for ch in text)
 
 
 def _pad(text: str, size: int, right: bool = False) -> str:
@@ -71,9 +61,9 @@ def panel(body: str, title: str) -> list[str]:
     return [top] + [f"│ {_pad(line, inner - 2)} │" for line in lines] + ["╰" + "─" * inner + "╯"]
 
 
-def show(write: Write, inst: Instance, runs: int = 1) -> None:
+def show(write: Write, inst: Instance, runs: int = 1, metadata: dict | None = None) -> None:
     """Everything about one instance: status, waits, context, metadata, history, error."""
-    head = text.head_rows(inst, runs)
+    head = text.head_rows(inst, runs, metadata)
     key_size = max(width(k) for k, _ in head)
     out = [f"{_pad(k, key_size)}  {v}" for k, v in head]
     if inst.waits:
@@ -89,5 +79,5 @@ def show(write: Write, inst: Instance, runs: int = 1) -> None:
 
 
 def list_table(write: Write, instances: list[Instance]) -> None:
-    """One row per instance: id, workflow, version, status, waiting steps, next due time, updated."""
+    """One row per instance: id, workflow, version, status, waiting steps, next due and creation times."""
     write(_fit("\n".join(table(text.LIST_COLUMNS, text.list_rows(instances)))))

@@ -7,6 +7,7 @@ itself only inside the functions that draw; ``heph.cli.plain`` draws the same fo
 from __future__ import annotations
 
 import os
+import sys
 from typing import TYPE_CHECKING
 
 from heph.cli import text
@@ -21,17 +22,47 @@ STATUS_STYLES = {
 }
 
 
-PIPED_TABLE_WIDTH = 200
+# the width of a pipe drawn in colour (FORCE_COLOR): rows are never wrapped there, as in plain text
+UNBOUNDED = 1_000_000
 
 
-def console(wide: bool = False):
-    """A rich console; ``wide`` tables written to a pipe get room for whole rows (not 80 columns)."""
+def console():
+    """A rich console: the terminal's width, or ``$COLUMNS``; on a pipe (``FORCE_COLOR``) without
+    ``$COLUMNS``, no width at all, so nothing is wrapped or cut (rich would assume 80)."""
     from rich.console import Console
 
     out = Console(highlight=False, soft_wrap=False)
-    if wide and not out.is_terminal and "COLUMNS" not in os.environ:
-        out.width = max(out.width, PIPED_TABLE_WIDTH)
+    if not sys.stdout.isatty() and "COLUMNS" not in os.environ:
+        out.width = UNBOUNDED
     return out
+
+
+def room(out) -> int | None:
+    """The cells a table may take on ``out`` (None: unbounded)."""
+    return None if out.width >= UNBOUNDED else out.width
+
+
+def _table(columns: tuple[str, ...], rows: list[tuple[str, ...]], room: int | None, dropped_first: tuple[str, ...],
+           title: str | None = None, styles: dict[str, object] | None = None):
+    """A rich table of ``rows`` that fits ``room``: less important columns dropped (never a key
+    wrapped); ``styles``: a column's cell style, or a function of its cell giving one."""
+    from rich.table import Table
+    from rich.text import Text
+
+    kept, fits = text.fitting_columns(columns, rows, room, dropped_first)
+    table = Table(title=title, title_justify="left", header_style="bold")
+    for i in kept:
+        # the columns kept fit unwrapped; when even the essential ones cannot, they fold (never cut)
+        table.add_column(columns[i], justify="right" if columns[i] in text.RIGHT_ALIGNED else "left",
+                         overflow="fold", no_wrap=fits)
+    styles = styles or {}
+    for row in rows:
+        cells = []
+        for i in kept:
+            style = styles.get(columns[i], "")
+            cells.append(Text(row[i], style=style(row[i]) if callable(style) else str(style)))
+        table.add_row(*cells)
+    return table
 
 
 def status_text(status: str):
@@ -54,19 +85,10 @@ def check_table(rows: list[dict]):
     return table
 
 
-def list_table(instances: list[Instance]):
-    """One row per instance (``heph list``), statuses in colour."""
-    from rich.table import Table
-    from rich.text import Text
-
-    table = Table(header_style="bold")
-    for column in text.LIST_COLUMNS:
-        # only the short columns are no_wrap: long no_wrap columns made rich squeeze the others to zero width
-        table.add_column(column, overflow="fold", no_wrap=column in ("version", "status"))
-    status = text.LIST_COLUMNS.index("status")
-    for row in text.list_rows(instances):
-        table.add_row(*(status_text(c) if n == status else Text(c) for n, c in enumerate(row)))
-    return table
+def list_table(instances: list[Instance], room: int | None = None):
+    """One row per instance (``heph list``), statuses in colour; columns dropped to fit ``room``."""
+    return _table(text.LIST_COLUMNS, text.list_rows(instances), room, text.LIST_DROPPED_FIRST,
+                  styles={"status": lambda s: STATUS_STYLES.get(s, "")})
 
 
 def _json(data: object):
@@ -81,7 +103,7 @@ def _json(data: object):
 OUTCOME_STYLES = {"failed": "red", "cancelled": "dim", "async": "cyan", "resumed": "cyan"}
 
 
-def show(out, inst: Instance, runs: int = 1) -> None:
+def show(out, inst: Instance, runs: int = 1, metadata: dict | None = None) -> None:
     """Everything about one instance: status, waits, context, metadata, history, error.
 
     Every string comes from ``heph.cli.text`` already printable, and is handed to rich as
@@ -93,28 +115,18 @@ def show(out, inst: Instance, runs: int = 1) -> None:
     head = Table.grid(padding=(0, 2))
     head.add_column(style="bold")
     head.add_column()
-    for label, value in text.head_rows(inst, runs):
+    for label, value in text.head_rows(inst, runs, metadata):
         head.add_row(label, status_text(value) if label == "status" else Text(value))
     out.print(head)
     if inst.waits:
-        waits = Table(title="waiting", title_justify="left", header_style="bold")
-        for column in text.WAIT_COLUMNS:
-            waits.add_column(column)
-        for row in text.wait_rows(inst):
-            waits.add_row(*map(Text, row))
-        out.print(waits)
+        out.print(_table(text.WAIT_COLUMNS, text.wait_rows(inst), room(out), text.WAIT_DROPPED_FIRST,
+                         title="waiting"))
     out.print(Panel(_json({"initial": inst.context.initial, "steps": inst.context.steps}), title="context",
                     title_align="left", expand=False))
     if inst.runtime_metadata:
         out.print(Panel(_json(inst.runtime_metadata), title="runtime metadata", title_align="left", expand=False))
-    history = Table(title="history", title_justify="left", header_style="bold")
-    for column in text.HISTORY_COLUMNS:
-        history.add_column(column, justify="right" if column in text.RIGHT_ALIGNED else "left")
-    outcome = text.HISTORY_COLUMNS.index("outcome")
-    for row in text.history_rows(inst):
-        history.add_row(*(Text(c, style=OUTCOME_STYLES.get(c, "green")) if n == outcome else Text(c)
-                          for n, c in enumerate(row)))
-    out.print(history)
+    out.print(_table(text.HISTORY_COLUMNS, text.history_rows(inst), room(out), text.HISTORY_DROPPED_FIRST,
+                     title="history", styles={"outcome": lambda c: OUTCOME_STYLES.get(c, "green")}))
     if inst.error:
         title, line, trace = text.error_texts(inst)
         body = Text(line, style="bold red")

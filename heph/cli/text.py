@@ -3,7 +3,7 @@ stored strings made safe to print."""
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 
 # C0 and C1 control characters (ESC, BEL, CR, CSI, ...) shown as \xNN: stored text (an error
 # message, a lease's host) must never drive the reader's terminal
@@ -18,40 +18,105 @@ def printable(text: object, newlines: bool = False) -> str:
     return str(text).translate(_LINES if newlines else _ONE_LINE)
 
 
-def clock_time(moment: datetime | None) -> str:
-    """``HH:MM:SS.mmm`` in UTC (the day is in the instance's header)."""
-    return "-" if moment is None else moment.astimezone(timezone.utc).strftime("%H:%M:%S.%f")[:-3]
+def width(text: str) -> int:
+    """Terminal cells taken by ``text`` (wide East Asian characters take two)."""
+    if text.isascii():
+        return len(text)
+    import unicodedata
+
+    return sum(2 if unicodedata.east_asian_width(ch) in "WF" else 0 if unicodedata.combining(ch) else 1
+               for ch in text)
 
 
-def when(moment: datetime | None) -> str:
-    """A UTC time to the second."""
+def when(moment: datetime | None, utc: bool = False) -> str:
+    """A UTC time to the second (``utc``: with the word UTC after it, where no header says so)."""
     if moment is None:
         return "-"
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S") + (" UTC" if utc else "")
+
+
+def finished_time(moment: datetime | None, today: date | None = None) -> str:
+    """``HH:MM:SS.mmm`` in UTC, with the date in front when it is not ``today`` (UTC)."""
+    if moment is None:
+        return "-"
+    moment = moment.astimezone(timezone.utc)
+    today = today or datetime.now(timezone.utc).date()
+    return moment.strftime("%H:%M:%S.%f" if moment.date() == today else "%Y-%m-%d %H:%M:%S.%f")[:-3]
+
+
+def duration(ms: float | None) -> str:
+    """A duration in the unit that fits: ``0.4 ms``, ``850 ms``, ``4.6 s``, ``1.2 min``, ``3.5 h``."""
+    if ms is None:
+        return "-"
+    if ms < 10:
+        return f"{ms:.1f} ms"
+    if ms < 999.5:
+        return f"{ms:.0f} ms"
+    if ms < 59_950:
+        return f"{ms / 1000:.1f} s"
+    if ms < 3_597_000:
+        return f"{ms / 60_000:.1f} min"
+    return f"{ms / 3_600_000:.1f} h"
+
+
+def error_line(error: dict) -> str:
+    """``Type: message`` of a stored error (``builtins.`` dropped from the type: ``KeyError: 'amount'``)."""
+    kind = str(error.get("type") or "Error")
+    kind = kind.removeprefix("builtins.")
+    message = error.get("message")
+    return f"{kind}: {message}" if message not in (None, "") else kind
 
 
 # -- what show and list print, for both renderers (plain: pipes; rich: terminals) -----------------
 
-LIST_COLUMNS = ("id", "workflow", "version", "status", "waiting", "next due", "updated")
-WAIT_COLUMNS = ("step", "kind", "attempt", "since", "due")
+LIST_COLUMNS = ("id", "workflow", "version", "status", "waiting", "next due (UTC)", "created (UTC)")
+WAIT_COLUMNS = ("step", "kind", "attempt", "since (UTC)", "due (UTC)")
 HISTORY_COLUMNS = ("#", "step", "outcome", "event", "attempt", "finished (UTC)", "duration")
 RIGHT_ALIGNED = ("#", "attempt", "duration")
+
+# On a terminal too narrow for a whole table, these columns go first (in this order), as kubectl
+# and gh do, so that an id or a step key is never wrapped or cut; the columns not named stay.
+LIST_DROPPED_FIRST = ("version", "next due (UTC)", "waiting", "created (UTC)", "workflow")
+WAIT_DROPPED_FIRST = ("attempt", "since (UTC)", "due (UTC)")
+HISTORY_DROPPED_FIRST = ("attempt", "event", "#", "duration", "finished (UTC)")
+
+
+def fitting_columns(columns: tuple[str, ...], rows: list[tuple[str, ...]], room: int | None,
+                    dropped_first: tuple[str, ...]) -> tuple[list[int], bool]:
+    """The indexes of ``columns`` to draw so that a boxed table of ``rows`` fits ``room`` cells
+    (None: no limit), dropping ``dropped_first`` in order until it does; and whether it does."""
+    sizes = [max([width(c)] + [width(r[i]) for r in rows]) for i, c in enumerate(columns)]
+    kept = list(range(len(columns)))
+
+    def total() -> int:  # "│ cell │ cell │": 3 cells of box and padding per column, 1 to close
+        return sum(sizes[i] + 3 for i in kept) + 1
+
+    for name in dropped_first:
+        if room is None or total() <= room:
+            break
+        kept.remove(columns.index(name))
+    return kept, room is None or total() <= room
 
 
 def _stamp(text: object) -> str:
     return str(text)[:19].replace("T", " ") if text else "-"
 
 
-def head_rows(inst, runs: int = 1) -> list[tuple[str, str]]:
-    """``(label, value)`` lines heading ``show``; every value printable."""
+def head_rows(inst, runs: int = 1, metadata: dict | None = None) -> list[tuple[str, str]]:
+    """``(label, value)`` lines heading ``show``; every value printable. ``metadata``: the
+    workflow's, when it is known (a line when not empty)."""
     rows = [("id", inst.id), ("workflow", f"{inst.workflow} v{inst.version}"), ("status", inst.status),
             ("run", inst.run + (f"  ({runs} runs of this id: heph list --id {inst.id})" if runs > 1 else "")),
-            ("created", when(inst.created_at)), ("updated", when(inst.updated_at))]
+            ("created", when(inst.created_at, utc=True)), ("updated", when(inst.updated_at, utc=True))]
+    if metadata:
+        import json
+
+        rows.insert(2, ("metadata", json.dumps(metadata, ensure_ascii=False, default=str)))
     if inst.active:
         rows.append(("active", ", ".join(a["step"] for a in inst.active)))
     if inst.lease:
         lease = inst.lease
-        rows.append(("lease", f"pid {lease.get('pid')} on {lease.get('host')} since {lease.get('since')}"))
+        rows.append(("lease", f"pid {lease.get('pid')} on {lease.get('host')} since {_stamp(lease.get('since'))} UTC"))
     return [(label, printable(value)) for label, value in rows]
 
 
@@ -62,11 +127,10 @@ def wait_rows(inst) -> list[tuple[str, ...]]:
             for key, wait in inst.waits.items()]
 
 
-def history_rows(inst) -> list[tuple[str, ...]]:
+def history_rows(inst, today: date | None = None) -> list[tuple[str, ...]]:
     """One printable row per history entry (``HISTORY_COLUMNS``)."""
     return [tuple(printable(c) for c in (number, e.step, e.outcome, e.event or "-", e.attempt,
-                                          clock_time(e.finished_at),
-                                          "-" if e.duration_ms is None else f"{e.duration_ms:.1f} ms"))
+                                          finished_time(e.finished_at, today), duration(e.duration_ms)))
             for number, e in enumerate(inst.history, 1)]
 
 
@@ -74,14 +138,14 @@ def error_texts(inst) -> tuple[str, str, str]:
     """(title, ``type: message`` line, traceback) of the instance's error, printable."""
     error = inst.error or {}
     return (printable(f"error in step {error.get('step')}"),
-            printable(f"{error.get('type')}: {error.get('message')}", newlines=True),
+            printable(error_line(error), newlines=True),
             printable(str(error.get("traceback") or "").rstrip(), newlines=True))
 
 
 def list_rows(instances) -> list[tuple[str, ...]]:
     """One printable row per instance (``LIST_COLUMNS``)."""
     return [tuple(printable(c) for c in (i.id, i.workflow, i.version, i.status, ", ".join(i.waiting) or "-",
-                                          when(i.next_due_at), when(i.updated_at)))
+                                          when(i.next_due_at), when(i.created_at)))
             for i in instances]
 
 

@@ -95,10 +95,29 @@ def check_leaves(steps: dict[str, type], routes: dict[str, dict[str, Route]], te
     return problems
 
 
-def check_acyclic(successors: dict[str, list[str]]) -> list[str]:
-    """The graph has no cycle."""
+def check_acyclic(successors: dict[str, list[str]], steps: dict[str, type] | None = None) -> list[str]:
+    """The graph has no cycle.
+
+    A step class is one node of the graph, so one class used in two places (``Wait`` after two
+    different steps) closes a loop. When the step the cycle returns to is also reached from
+    outside the cycle (the sign of such a reuse) and ``steps`` names its class, the message
+    says how to use the class twice.
+    """
     cycle = find_cycle(successors)
-    return [f"the graph has a cycle {' -> '.join(cycle)}: workflows must be acyclic"] if cycle else []
+    if not cycle:
+        return []
+    problem = f"the graph has a cycle {' -> '.join(cycle)}: workflows must be acyclic"
+    entry, on_cycle = cycle[0], set(cycle)
+    step = (steps or {}).get(entry)
+    reached_from_outside = any(entry in nexts for node, nexts in successors.items() if node not in on_cycle)
+    if step is None or not reached_from_outside:
+        return [problem]
+    name = step.__qualname__
+    return [
+        f"{problem}. A step class is one node of the graph: {name} appears in two places, so both "
+        f"are the same step (key {entry!r}). To run it twice, subclass it with its own key: "
+        f"class Second{name.rsplit('.', 1)[-1]}({name}): key = \"second_{entry}\""
+    ]
 
 
 def check_reachable(start: str, steps: Iterable[str], reach: dict[str, frozenset[str]]) -> list[str]:

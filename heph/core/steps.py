@@ -110,6 +110,17 @@ class Step:
         if "key" not in cls.__dict__:
             cls.key = snake_case(cls.__name__)
 
+    def attempt(self, instance: Any) -> int:
+        """Which attempt of this step is running: 1 the first time, 2 on its first retry, and so
+        on (``heph retry`` continues the count). Read from the step's entry in
+        ``instance.active``; 1 when the instance has none (as in ``run_step`` without one)."""
+        key = step_key(type(self))
+        for entry in getattr(instance, "active", None) or ():
+            if isinstance(entry, dict) and entry.get("step") == key:
+                attempt = entry.get("attempt", 1)
+                return attempt if _is_int(attempt) and attempt >= 1 else 1
+        return 1
+
 
 def step_key(step: type) -> str:
     """The context key of a step class (its ``key``, else its snake_case name)."""

@@ -380,7 +380,7 @@ def compile_workflow(cls: type, *, name: str, unique_required: bool) -> tuple[Wo
     reach = reachability(successors)
     terminals = frozenset(k for k, s in graph.steps.items() if issubclass(s, Done))
     problems.extend(check_leaves(graph.steps, graph.routes, terminals))
-    problems.extend(check_acyclic(successors))
+    problems.extend(check_acyclic(successors, graph.steps))
     problems.extend(check_reachable(start.key, graph.steps, reach) if start else [])
     problems.extend(check_fan_out_convergence(graph.routes, reach, terminals))
     if problems.items or start is None:

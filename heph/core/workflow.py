@@ -51,10 +51,10 @@ def lookup(name: str) -> type[Facade] | None:
 def _register(cls: type[Facade], name: str, problems: list[str]) -> None:
     other = _REGISTRY.get(name)
     if other is not None and (other.__module__, other.__qualname__) != (cls.__module__, cls.__qualname__):
-        problems.append(
+        problems.extend(validation.located([
             f"workflow name {name!r} is already used by {other.__module__}.{other.__qualname__} "
             f"({other.__heph_file__}:{other.__heph_line__}): set a different name = \"...\""
-        )
+        ], cls.__heph_file__, cls.__heph_line__, cls.__qualname__))
         return
     _REGISTRY[name] = cls
 
@@ -106,7 +106,21 @@ class Facade:
 
     @classmethod
     def start(cls, value: str, context: dict | None = None, *, version: int | None = None, **options: Any) -> str:
-        """Start an instance for business ``value``; return its id."""
+        """Start an instance for business ``value``; return its id.
+
+        Keyword ``options`` (``OrderFlow.start("o1", ctx, legacy=True)``) go to ``version_for``.
+        """
+        if "options" in options:
+            given = options["options"]
+            spelled = (", ".join(f"{k}={v!r}" for k, v in given.items())
+                       if isinstance(given, dict) and given and all(isinstance(k, str) and k.isidentifier()
+                                                                    for k in given)
+                       else "legacy=True")
+            raise TypeError(
+                f"{cls.__name__}.start() takes the start options as keyword arguments: "
+                f"write {cls.__name__}.start(value, context, {spelled}), not options={given!r} "
+                f"(options= is the spelling of app.start_instance)"
+            )
         return cls._app().start(cls, value, context, version=version, **options)
 
     @classmethod
@@ -138,6 +152,13 @@ class Facade:
     def instance_id(cls, value: str) -> str:
         """``key::value`` for this workflow; with scope ``none`` pass the full id instead."""
         unique = cls.__heph_unique__
+        if unique.scope == "none" and isinstance(value, str) and "::" not in value:
+            raise InvalidId(
+                f"workflow {cls.__heph_workflow_name__} uses scope 'none': its ids carry a random suffix; "
+                f"pass the full id {unique.key}::{value}::<suffix> (the value start() returned, or see "
+                f"{cls.__name__}.list())",
+                given=value,
+            )
         if unique.scope == "none" or "::" in str(value):
             key = parse_id(value)[0]
             if key != unique.key:
@@ -186,6 +207,7 @@ class Workflow(Facade, metaclass=WorkflowMeta):
     @classmethod
     def __heph_compile__(cls) -> None:
         name = cls.__dict__.get("name") or cls.__name__.lower()
+        cls.name = name  # the default reads as the class attribute too (SPEC §2)
         is_version_module = "version" in cls.__dict__ and getattr(cls, "unique", None) is None
         definition, problems = validation.compile_workflow(cls, name=name, unique_required=not is_version_module)
         problems = validation.located(problems, cls.__heph_file__, cls.__heph_line__, cls.__qualname__)
@@ -228,6 +250,7 @@ class VersionedWorkflow(Facade, metaclass=WorkflowMeta):
     @classmethod
     def __heph_compile__(cls) -> None:
         name = cls.__dict__.get("name") or cls.__name__.lower()
+        cls.name = name  # the default reads as the class attribute too (SPEC §2)
         definitions, unique, problems = validation.compile_versioned(cls, name=name)
         problems = validation.located(problems, cls.__heph_file__, cls.__heph_line__, cls.__qualname__)
         if not problems and unique is not None:

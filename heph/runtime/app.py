@@ -382,7 +382,7 @@ class Hephaestus:
             done.extend(work())
         except _WriteFailed as failure:
             exc = failure.error
-            log.warning("tick could not write %s: %s", ref.id, exc)
+            log.info("tick could not write %s: %s", ref.id, exc)  # in ``failed``: the caller reports it
             done.failed.append({"id": ref.id, "run": ref.run, "code": exc.code, "error": str(exc)})
         except InstanceBusy as exc:
             log.info("tick skipped %s: %s", ref.id, exc)

@@ -45,7 +45,8 @@ def shop(tmp_path_factory):
 def test_usage_errors_exit_2_with_typer_s_message(shop, args, says):
     run = run_heph(*args, cwd=shop)
     assert_usage_error(run)
-    assert says in run.err and "Error" in run.err, run
+    assert says in run.err and run.err.startswith("Usage error: ") and "--help)" in run.err, run
+    assert len(run.err.strip().splitlines()) == 1, run  # heph's one style, not Typer's box of text
     assert run.out == "", run
 
 
@@ -165,7 +166,7 @@ def test_control_characters_in_stored_text_never_reach_the_reader(tmp_path):
     doc = json.loads(path.read_text())
     nasty = "\x1b]0;pwned\x07\x1b[2J\r\x9b31m"
     doc["error"] = {"type": f"T{nasty}", "message": f"M{nasty}", "traceback": f"line 1\n{nasty}", "step": f"s{nasty}"}
-    doc["lease"] = {"pid": 1, "host": f"h{nasty}", "since": "x"}
+    doc["lease"] = {"pid": 1, "host": f"h{nasty}", "since": "2026-12-02T10:00:00+00:00"}
     doc["history"][0]["event"] = f"e{nasty}"
     doc["runtime_metadata"] = {"k": f"v{nasty}"}
     path.write_text(json.dumps(doc))
@@ -251,7 +252,8 @@ def test_show_reads_each_run_file_once(tmp_path):
     ok("start", "orderflow", "o1", "--context", "contexts/order42.json", cwd=project)
     ok("start", "orderflow", "o1", "--context", "contexts/order42.json", cwd=project)  # a second run
     probe = ("from heph.runtime.storage import jsonfile\nreal = jsonfile.read_instance\n"
-             "def counting(path):\n    print('read', path.name, file=sys.stderr)\n    return real(path)\n"
+             "def counting(path, *args, **kwargs):\n    print('read', path.name, file=sys.stderr)\n"
+             "    return real(path, *args, **kwargs)\n"
              "jsonfile.read_instance = counting\n")
     proc, last = _in_one_process(project, "show", "orderflow", "o1", "--json", probe=probe)
     assert last == "exit=0 loaded=[]", proc

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from heph import ASYNC, Done, Retry, Wait
 from heph.core import engine
+from heph.core.definition import SCOPES
 from heph.core.instance import (
     ACTIVE_STATUSES,
     FORMAT_VERSION,
@@ -48,52 +49,81 @@ json_values = st.recursive(
     max_leaves=12,
 )
 json_objects = st.dictionaries(st.text(max_size=10), json_values, max_size=4)
-attempts = st.integers(min_value=-(2**40), max_value=2**40)
+# what a well-formed document holds (the malformed ones are tests/core/test_instance_documents.py's)
+attempts = st.integers(min_value=1, max_value=2**40)
+step_keys = st.text(min_size=1, max_size=10)
+configs = st.none() | json_objects
+errors = st.none() | st.fixed_dictionaries(
+    {"type": st.text(max_size=10), "message": st.text(max_size=20)},
+    optional={"traceback": st.none() | st.text(max_size=30), "step": step_keys},
+)
+ids = st.builds(
+    lambda key, value, suffix: "::".join([key, value] + ([suffix] if suffix else [])),
+    st.from_regex(r"[a-z0-9]{1,8}", fullmatch=True),
+    st.from_regex(r"[a-z0-9]{1,12}", fullmatch=True),
+    st.none() | st.from_regex(r"[0-9a-f]{8}", fullmatch=True),
+)
 
 histories = st.builds(
     HistoryEntry,
-    step=st.text(max_size=15),
+    step=step_keys,
     outcome=st.sampled_from(OUTCOMES),
     event=st.none() | st.text(max_size=10),
     attempt=attempts,
     started_at=st.none() | moments,
     finished_at=st.none() | moments,
     duration_ms=st.none() | st.floats(allow_nan=False, allow_infinity=False),
-    error=st.none() | json_objects,
+    error=errors,
 )
-waits = st.fixed_dictionaries(
-    {
-        "kind": st.sampled_from(["event", "timer", "retry"]),
-        "config": st.none() | json_objects,
-        "attempt": attempts,
-        "first_attempt": attempts,
-        "since": moments.map(lambda m: m.isoformat()),
-        "due_at": st.none() | moments.map(lambda m: m.isoformat()),
-    },
-    optional={"last_error": json_objects},
+waits = st.one_of(
+    st.fixed_dictionaries(
+        {
+            "kind": st.sampled_from(["timer", "retry"]),
+            "config": configs,
+            "attempt": attempts,
+            "first_attempt": attempts,
+            "since": moments.map(lambda m: m.isoformat()),
+            "due_at": moments.map(lambda m: m.isoformat()),
+        },
+        optional={"last_error": errors},
+    ),
+    st.fixed_dictionaries(
+        {
+            "kind": st.just("event"),
+            "config": configs,
+            "attempt": attempts,
+            "first_attempt": attempts,
+            "since": moments.map(lambda m: m.isoformat()),
+            "due_at": st.none() | moments.map(lambda m: m.isoformat()),
+        }
+    ),
 )
-actives = st.fixed_dictionaries(
-    {"step": st.text(max_size=10), "config": st.none() | json_objects, "attempt": attempts, "first_attempt": attempts}
+actives = st.fixed_dictionaries({"step": step_keys, "config": configs, "attempt": attempts, "first_attempt": attempts})
+failures = st.none() | st.fixed_dictionaries({"step": step_keys, "config": configs, "attempt": attempts})
+leases = st.none() | st.fixed_dictionaries(
+    {"pid": st.integers(min_value=0, max_value=2**22), "host": st.text(max_size=10),
+     "since": moments.map(lambda m: m.isoformat())}
 )
 instances = st.builds(
     Instance,
-    id=st.text(max_size=30),
-    workflow=st.text(max_size=15),
-    version=st.integers(),
+    id=ids,
+    workflow=st.from_regex(r"[a-z][a-z0-9_]{0,14}", fullmatch=True),
+    version=st.integers(min_value=1, max_value=2**31),
+    scope=st.sampled_from(SCOPES),
     status=st.sampled_from(STATUSES),
     context=st.builds(Context, initial=json_objects, steps=st.dictionaries(st.text(max_size=10), json_objects, max_size=3)),
-    run=st.text(max_size=20),
+    run=st.from_regex(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,19}", fullmatch=True),
     created_at=moments,
     updated_at=moments,
     runtime_metadata=json_objects,
     active=st.lists(actives, max_size=3),
-    waits=st.dictionaries(st.text(max_size=10), waits, max_size=3),
-    arrived=st.dictionaries(st.text(max_size=10), st.none() | json_objects, max_size=3),
-    completed=st.lists(st.text(max_size=10), max_size=4),
-    failed=st.none() | json_objects,
+    waits=st.dictionaries(step_keys, waits, max_size=3),
+    arrived=st.dictionaries(step_keys, configs, max_size=3),
+    completed=st.lists(step_keys, max_size=4),
+    failed=failures,
     history=st.lists(histories, max_size=5),
-    error=st.none() | json_objects,
-    lease=st.none() | json_objects,
+    error=errors,
+    lease=leases,
 )
 
 
@@ -224,34 +254,34 @@ _DELETE = object()
 @pytest.mark.parametrize(
     "path, value, fragment",
     [
-        (("format",), 2, "unsupported format version 2"),
-        (("format",), _DELETE, "unsupported format version None"),
-        (("id",), _DELETE, "missing field 'id'"),
-        (("id",), 3, "id must be a string"),
-        (("run",), None, "run must be a string"),
-        (("workflow",), _DELETE, "missing field 'workflow'"),
-        (("version",), "1", "version must be an integer"),
-        (("version",), True, "version must be an integer"),
-        (("status",), "sleeping", "status must be one of"),
-        (("created_at",), "2024-01-01T00:00:00", "has no time zone"),
-        (("created_at",), 5, "created_at must be a string"),
-        (("updated_at",), "yesterday", "Invalid isoformat"),
-        (("context",), [], "context must be an object"),
-        (("context", "initial"), _DELETE, "missing field 'initial'"),
-        (("context", "initial"), [1], "context.initial must be an object"),
-        (("context", "steps"), "x", "context.steps must be an object"),
-        (("runtime_metadata",), [], "runtime_metadata must be an object"),
-        (("active",), {}, "active must be a list"),
-        (("waits",), [], "waits must be an object"),
-        (("arrived",), None, "arrived must be an object"),
-        (("completed",), "a", "completed must be a list"),
-        (("history",), {}, "history must be a list"),
-        (("history", 0, "outcome"), "exploded", "history.outcome must be one of"),
-        (("history", 0, "step"), None, "history.step must be a string"),
-        (("history", 0, "attempt"), False, "history.attempt must be an integer"),
-        (("history", 0, "started_at"), "2024-01-01 10:00", "has no time zone"),
-        (("history", 0), "entry", "malformed instance"),
-        (("history", 0), [], "malformed instance"),
+        (("format",), 2, 'format: unsupported format version 2 (this heph reads format 1)'),
+        (("format",), _DELETE, 'format: unsupported format version null (this heph reads format 1)'),
+        (("id",), _DELETE, 'id: required field missing'),
+        (("id",), 3, 'id: expected a non-empty string, got 3'),
+        (("run",), None, 'run: expected a non-empty string, got null'),
+        (("workflow",), _DELETE, 'workflow: required field missing'),
+        (("version",), "1", "version: expected an integer >= 1, got '1'"),
+        (("version",), True, 'version: expected an integer >= 1, got true'),
+        (("status",), "sleeping", "status: expected one of pending, running, waiting, completed, failed, cancelled, got 'sleeping'"),
+        (("created_at",), "2024-01-01T00:00:00", "created_at: time '2024-01-01T00:00:00' has no time zone"),
+        (("created_at",), 5, 'created_at: expected an ISO 8601 time with a time zone, got 5'),
+        (("updated_at",), "yesterday", "updated_at: expected an ISO 8601 time with a time zone, got 'yesterday'"),
+        (("context",), [], 'context: expected an object, got a list'),
+        (("context", "initial"), _DELETE, 'context.initial: required field missing'),
+        (("context", "initial"), [1], 'context.initial: expected an object, got a list'),
+        (("context", "steps"), "x", "context.steps: expected an object, got 'x'"),
+        (("runtime_metadata",), [], 'runtime_metadata: expected an object, got a list'),
+        (("active",), {}, 'active: expected a list, got an object'),
+        (("waits",), [], 'waits: expected an object, got a list'),
+        (("arrived",), None, 'arrived: expected an object, got null'),
+        (("completed",), "a", "completed: expected a list, got 'a'"),
+        (("history",), {}, 'history: expected a list, got an object'),
+        (("history", 0, "outcome"), "exploded", "history[0].outcome: expected one of completed, async, resumed, failed, cancelled, got 'exploded'"),
+        (("history", 0, "step"), None, 'history[0].step: expected a step key (a non-empty string), got null'),
+        (("history", 0, "attempt"), False, 'history[0].attempt: expected an integer >= 1, got false'),
+        (("history", 0, "started_at"), "2024-01-01 10:00", "history[0].started_at: time '2024-01-01 10:00' has no time zone"),
+        (("history", 0), "entry", "history[0]: expected an object, got 'entry'"),
+        (("history", 0), [], 'history[0]: expected an object, got a list'),
     ],
 )
 def test_malformed_documents_are_refused(path, value, fragment):

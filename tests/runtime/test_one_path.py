@@ -37,7 +37,12 @@ def test_resume_lists_the_directory_once_looks_the_workflow_up_once_and_reads_th
     app.start(OpWait, "a1")
     listed: list[str] = []
     real_listdir = os.listdir
-    monkeypatch.setattr(os, "listdir", lambda path=".": listed.append(os.fspath(path)) or real_listdir(path))
+
+    def listdir(path: object = ".") -> list[str]:  # the store lists a directory it holds open by its fd
+        listed.append(os.readlink(f"/proc/self/fd/{path}") if isinstance(path, int) else os.fspath(path))
+        return real_listdir(path)
+
+    monkeypatch.setattr(os, "listdir", listdir)
     looked: list[str] = []
     real_lookup = workflow_module.lookup
     monkeypatch.setattr("heph.runtime.app.lookup", lambda name: looked.append(name) or real_lookup(name))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -116,7 +117,7 @@ def test_doctor_on_a_healthy_store_says_healthy(project):
     populated(project)
     run = heph(project, "doctor")
     assert run.code == 0 and run.out.strip().splitlines()[-1] == "healthy", run
-    assert "corrupt      0" in run.out and "4 readable" in run.out, run
+    assert "corrupt:      0" in run.out and "4 readable" in run.out, run
     code, report = doctor(project)
     assert code == 0 and report["healthy"] is True
     assert report["instances"] == 4 and report["corrupt"] == [] and report["temp_files"] == []
@@ -158,7 +159,7 @@ def test_doctor_counts_every_problem_and_exits_1(project):
     assert report["instances"] == 3
     text = heph(project, "doctor")
     assert text.code == 1 and "Traceback" not in text.err, text
-    assert "corrupt      1" in text.out and "temp files   1" in text.out and "1 missing and 2 stale" in text.out
+    assert "corrupt:      1" in text.out and "temp files:   1" in text.out and "1 missing and 2 stale" in text.out
     assert text.out.strip().splitlines()[-1].startswith("problems found"), text
 
 
@@ -265,7 +266,7 @@ def test_a_run_killed_mid_step_is_reported_interrupted_and_tick_finishes_it(proj
     (entry,) = report["interrupted"]
     assert entry["id"] == "slowid::s2" and entry["steps"] == ["slow"] and entry["owner_pid"] == proc.pid
     text = heph(project, "doctor")
-    assert "interrupted  1" in text.out and "slowid::s2" in text.out, text
+    assert "interrupted:  1" in text.out and "slowid::s2" in text.out, text
     # repair leaves it for tick (nothing is wrong with its file)
     code, report = doctor(project, "--repair")
     assert code == 0 and len(report["interrupted"]) == 1
@@ -348,3 +349,47 @@ def test_diagnosing_creates_nothing_not_even_lock_files(tmp_path):
     assert report["healthy"] and report["busy"] == []
     assert [(i["id"], i["run"]) for i in report["interrupted"]] == [(running.id, running.run)]
     assert sorted(p for p in store.root.rglob("*")) == before
+
+
+def test_a_file_that_cannot_be_read_is_reported_unreadable_and_never_quarantined(tmp_path, monkeypatch):
+    """An I/O error says nothing about the file's content: it stays where it is."""
+    import errno
+
+    from heph.runtime.doctor import diagnose
+    from heph.runtime.storage.jsonfile import JsonFileStorage
+    from heph.testing.conformance import make_instance
+
+    store = JsonFileStorage(tmp_path / "store")
+    for value in ("a", "b"):
+        instance = make_instance(f"doc::{value}", status="waiting")
+        with store.session(instance.id) as session:
+            session.insert(instance)
+    (victim,) = (store.instances / "doc~b").glob("*.json")
+    real_read = os.read
+
+    def failing_read(fd: int, n: int) -> bytes:
+        if os.readlink(f"/proc/self/fd/{fd}") == str(victim):
+            raise OSError(errno.EIO, "Input/output error")
+        return real_read(fd, n)
+
+    monkeypatch.setattr(os, "read", failing_read)
+    for repair in (False, True):
+        report = diagnose(store, repair=repair)
+        assert report["healthy"] is False and report["corrupt"] == [] and report["instances"] == 1
+        assert [u["file"] for u in report["unreadable"]] == [str(victim)]
+        assert "Input/output error" in report["unreadable"][0]["reason"]
+        assert victim.exists() and not (store.root / "quarantine").exists()
+
+
+def test_doctor_text_says_a_file_is_unreadable_and_what_to_do(tmp_path):
+    from heph.cli.admin import doctor_lines
+    from heph.runtime.doctor import diagnose
+    from heph.runtime.storage.jsonfile import JsonFileStorage
+
+    report = diagnose(JsonFileStorage(tmp_path / "store"))
+    report.update(healthy=False, unreadable=[{"file": "/s/x.json", "reason": "cannot read instance file "
+                                              "/s/x.json: [Errno 5] Input/output error"}])
+    lines = doctor_lines(report)
+    assert "unreadable:   1 (I/O errors reading them; never moved)" in lines
+    assert "  unreadable: cannot read instance file /s/x.json: [Errno 5] Input/output error" in lines
+    assert lines[-1].startswith("problems found: files the store cannot read") and "--repair" not in lines[-1]

@@ -251,8 +251,9 @@ def test_tick_recovers_a_run_left_running(pg):
 
 def test_a_nul_character_is_refused_cleanly_and_nothing_is_written(pg):
     app = pg_app(pg)
-    with pytest.raises(StorageError, match="U\\+0000"):
+    with pytest.raises((StorageError, heph.errors.InvalidContext), match="U\\+0000") as refused:
         app.start(PgtFlow, "nul", {"text": "a\u0000b"})
+    assert "\n" not in str(refused.value) and "context.initial.text" in str(refused.value)
     assert pg.runs("pgt::nul") == []
     app.start(PgtFlow, "nul", {"text": "ab"})                 # the id was not left locked
     assert [r.status for r in pg.runs("pgt::nul")] == ["waiting"]

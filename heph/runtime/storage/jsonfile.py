@@ -7,6 +7,7 @@ Layout under the storage directory (directories 0700, files 0600)::
     index/status/<status>/<run>~<key~value>~<workflow>~<version>   empty marker files
     index/due/<yyyymmddThhmmssffffff>~<key~value>~<run>              timers and retries
     index/FORMAT                        written last by a rebuild: the index is complete
+    quarantine/<folder>/<name>          what ``heph doctor --repair`` moved aside (nothing is deleted)
 
 Run ids start with their creation time, so status markers sort newest last by name:
 ``list --limit N`` takes the N greatest names without parsing the others. An index in
@@ -17,26 +18,43 @@ A write adds the new state's markers, then atomically replaces the instance file
 session fsyncs the directory once, making the session's renames durable. The index
 is therefore always a superset of the truth: readers re-check every hit against the
 instance file, markers cost no fsync, and a missing index is rebuilt from the
-instance files.
+instance files. A marker that cannot be created fails the write before anything is written;
+one that cannot be removed after the write is only a warning (a stale marker: readers skip it,
+``heph doctor`` counts it, ``--repair`` removes it). A failure after the rename (the fsync of
+the directory) raises ``MaybeApplied``: the write may be on the disk.
+
+The store is the user's own: a store directory owned by another user, writable by group or
+others, not a directory, or a system directory (``/``, ``/etc``, ``/tmp``, ...) is refused
+when the store is made. Inside it heph never follows a symbolic link: files are opened with
+``O_NOFOLLOW`` (temporary files with ``O_CREAT|O_EXCL|O_NOFOLLOW`` under a fresh name), an id's
+directory is opened once per session with ``O_DIRECTORY|O_NOFOLLOW`` and its files are
+written and renamed through that descriptor, and the layout's directories are checked with
+``lstat`` before first use; a link where a file or directory of the store should be is a
+``StorageError`` naming it (``heph doctor`` reports it, ``--repair`` moves the link itself to
+quarantine). Every failure of the file system is a ``StorageError`` naming the path and the OS
+error, on one line. No document larger than ``MAX_FILE_BYTES`` is ever written (``unstorable``
+says so before a step's result is acknowledged): everything written can be read back.
 
 A session holds the id's lock and lists its directory once; ``insert``/``update`` check
 uniqueness (``heph.core.uniqueness``) against the runs it knows before writing anything. A
 session opened with ``must_exist`` on an id without runs raises ``InstanceNotFound`` and creates
 nothing (no directory, no lock file, not the store's layout). ``heph doctor`` works through
 the maintenance methods (``index_complete``, ``markers``, ``present_markers``, ``instance_dirs``,
-``instance_files``, ``is_busy``, ``quarantine``, ``rebuild_index``).
+``instance_files``, ``has_instances``, ``links``, ``is_busy``, ``quarantine``, ``rebuild_index``).
 """
 
 from __future__ import annotations
 
-import contextlib
+import errno
+import functools
+import glob
 import heapq
 import json
 import logging
 import os
 import re
-import shutil
-from contextlib import contextmanager
+import stat
+from contextlib import contextmanager, suppress
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -44,17 +62,24 @@ from typing import Iterable, Iterator
 from heph.core import uniqueness
 from heph.core.ids import check_id
 from heph.core.instance import HEAD_FIELDS, STATUSES, Instance
-from heph.errors import InstanceBusy, InstanceNotFound, StorageError
+from heph.errors import InstanceBusy, InstanceNotFound, MaybeApplied, StorageError
 from heph.runtime.storage.base import RunRef, Session, Storage
-from heph.runtime.storage.locking import InstanceLock, LockTimeout
+from heph.runtime.storage.locking import LINK_ADVICE, InstanceLock, LockTimeout, os_error
 
 log = logging.getLogger("heph")
 
 STORE_FORMAT = "heph-json-store 1\n"
 INDEX_FORMAT = "heph-index 2\n"
 MAX_FILE_BYTES = 64 * 1024 * 1024
+_MB = 1024 * 1024
 _DUE_FORMAT = "%Y%m%dT%H%M%S%f"
 _WORKFLOW_NAME = re.compile(r"[a-z][a-z0-9_]*\Z")
+
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_OPEN_DIR = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | _NOFOLLOW  # a directory, never through a link
+_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW             # a new file, never through a link
+_READ = os.O_RDONLY | _NOFOLLOW | getattr(os, "O_NONBLOCK", 0)         # a FIFO planted here cannot block
+_SYSTEM_DIRS = ("/", "/etc", "/usr", "/bin", "/sbin", "/boot", "/dev", "/proc", "/sys", "/var", "/tmp")
 
 
 def id_dir_name(instance_id: str) -> str:
@@ -124,13 +149,68 @@ def crash_point(name: str) -> None:
             os.kill(os.getpid(), signal.SIGKILL)
 
 
-def replace_file(path: str | os.PathLike, data: bytes) -> None:
+# -- failures as one line ---------------------------------------------------------------------
+
+
+def _failure(what: str, path: str | os.PathLike, exc: OSError) -> StorageError:
+    """``cannot <what> <path>: [Errno N] <message>`` (a link met through ``O_NOFOLLOW``: said so)."""
+    if exc.errno == errno.ELOOP or (exc.errno == errno.ENOTDIR and _is_link(path)):
+        return _link_error(path)
+    return StorageError(f"cannot {what} {path}: {os_error(exc)}")
+
+
+def _link_error(path: str | os.PathLike) -> StorageError:
+    return StorageError(f"{path} is a symbolic link, where the store keeps a file or directory of its own; "
+                        f"{LINK_ADVICE}")
+
+
+def _is_link(path: str | os.PathLike) -> bool:
+    try:
+        return stat.S_ISLNK(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
+def _close(fd: int) -> None:
+    """Close a descriptor heph only read from (an error closing it loses nothing)."""
+    with suppress(OSError):
+        os.close(fd)
+
+
+# -- the file system, without following links ----------------------------------------------------
+
+_pid = os.getpid()  # in temporary files' names; os.getpid() is a system call
+
+
+def _after_fork() -> None:
+    global _pid
+    _pid = os.getpid()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork)
+
+
+def replace_file(path: str | os.PathLike, data: bytes, dir_fd: int | None = None) -> None:
     """Replace ``path`` with ``data`` atomically: temp file, fsync, rename. A crash leaves the old
     content or the new one, never a mix; the rename itself is durable once the directory is
-    fsynced (``write_durably``, or a session's close)."""
-    head, name = os.path.split(path)
-    tmp = os.path.join(head, f".{name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    fsynced (``write_durably``, or a session's close). ``dir_fd``: the open directory of ``path``,
+    through which the temporary file is made and renamed.
+
+    The temporary file is new (``O_CREAT|O_EXCL|O_NOFOLLOW``: never a file or link already
+    there; a name left by a dead process with the same pid is skipped). Raises ``OSError`` only
+    when nothing was replaced, with the temporary file removed."""
+    head, name = os.path.split(os.fspath(path))
+    base = "" if dir_fd is not None else head + os.sep if head else ""
+    for attempt in range(1000):
+        tmp = f"{base}.{name}.{_pid}.tmp" if not attempt else f"{base}.{name}.{_pid}-{attempt}.tmp"
+        try:
+            fd = os.open(tmp, _CREATE, 0o600, dir_fd=dir_fd)
+            break
+        except FileExistsError:
+            continue
+    else:
+        raise FileExistsError(errno.EEXIST, "no free temporary file name", tmp)
     try:
         try:
             view = memoryview(data)
@@ -139,12 +219,12 @@ def replace_file(path: str | os.PathLike, data: bytes) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
-    except OSError:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
+        crash_point("before-rename")
+        os.replace(tmp, name if dir_fd is not None else path, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+    except BaseException:
+        with suppress(OSError):
+            os.unlink(tmp, dir_fd=dir_fd)
         raise
-    crash_point("before-rename")
-    os.replace(tmp, path)
     crash_point("after-rename")
 
 
@@ -154,33 +234,168 @@ def write_durably(path: Path, data: bytes) -> None:
     _fsync_dir(os.path.dirname(path))
 
 
-def _make_dirs(directory: Path, top: Path) -> None:
-    """``mkdir -p`` that gives every directory it creates from ``top`` down mode 0700
-    (``Path.mkdir(parents=True)`` would give the parents the default mode, 0755 under umask 022)."""
-    if directory == top:
-        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+def _fsync_dir(path: str | os.PathLike, fd: int | None = None) -> None:
+    """fsync the directory ``path`` (through ``fd``, if it is open already; else opened without
+    following a link)."""
+    if fd is not None:
+        os.fsync(fd)
         return
-    if not directory.parent.is_dir():
-        _make_dirs(directory.parent, top)
-    directory.mkdir(mode=0o700, exist_ok=True)
-
-
-def _write_index_format(path: Path) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, INDEX_FORMAT.encode())
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(path: str | os.PathLike) -> None:
-    fd = os.open(path, os.O_RDONLY)
+    fd = os.open(path, _OPEN_DIR)
     try:
         os.fsync(fd)
     finally:
-        os.close(fd)
+        _close(fd)
 
 
+def _check_dir(path: str | os.PathLike) -> None:
+    """``StorageError`` unless ``path`` is a directory itself (not a link to one)."""
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError as exc:
+        raise _failure("inspect", path, exc) from None
+    if stat.S_ISLNK(mode):
+        raise _link_error(path)
+    if not stat.S_ISDIR(mode):
+        raise StorageError(f"{path} should be a directory of the store but is not; move it aside "
+                           f"or run `heph doctor --repair`")
+
+
+def _make_dirs(directory: Path, top: Path) -> None:
+    """``mkdir -p`` of ``directory`` under the store's root ``top``: every directory it creates gets
+    mode 0700 (``Path.mkdir(parents=True)`` would give the parents the default mode, 0755 under umask
+    022), and every one that exists already, from ``top`` down, must be a directory itself: a link
+    is never followed. The root's own parents (outside the store) are made as ``mkdir -p`` would."""
+    try:
+        relative = directory.relative_to(top)
+    except ValueError:
+        raise StorageError(f"{directory} is not inside the store {top}") from None
+    path = top
+    for part in ("", *relative.parts):
+        path = path / part if part else path
+        try:
+            os.mkdir(path, 0o700)
+            continue
+        except FileExistsError:
+            pass
+        except FileNotFoundError as exc:
+            if part:
+                raise _failure("create directory", path, exc) from None
+            try:  # the root's parents: the user's own path
+                os.makedirs(top.parent, exist_ok=True)
+                os.mkdir(path, 0o700)
+                continue
+            except FileExistsError:
+                pass
+            except OSError as again:
+                raise _failure("create directory", path, again) from None
+        except OSError as exc:
+            raise _failure("create directory", path, exc) from None
+        if part:
+            _check_dir(path)
+        elif not os.path.isdir(path):  # the root may be the user's link to a directory
+            raise StorageError(f"storage path {path} is not a directory")
+
+
+def _names(path: str | os.PathLike) -> list[str]:
+    """The names in the directory ``path`` (opened without following a link); none if it is missing."""
+    try:
+        fd = os.open(path, _OPEN_DIR)
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        raise _failure("list directory", path, exc) from None
+    try:
+        return os.listdir(fd)
+    except OSError as exc:
+        raise _failure("list directory", path, exc) from None
+    finally:
+        _close(fd)
+
+
+def _entries(path: str | os.PathLike) -> list[tuple[str, str]] | None:
+    """``(name, kind)`` of every entry of the directory ``path``, kind ``dir``, ``link`` or
+    ``file`` (``file``: anything else), sorted by name; None if ``path`` is missing or is a link."""
+    try:
+        fd = os.open(path, _OPEN_DIR)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        if _is_link(path):
+            return None
+        raise _failure("list directory", path, exc) from None
+    try:
+        with os.scandir(fd) as scan:
+            return sorted((entry.name, "link" if entry.is_symlink() else
+                           "dir" if entry.is_dir(follow_symlinks=False) else "file") for entry in scan)
+    except OSError as exc:
+        raise _failure("list directory", path, exc) from None
+    finally:
+        _close(fd)
+
+
+def _read_small(path: str | os.PathLike, limit: int) -> bytes | None:
+    """The first ``limit`` bytes of a regular file (never through a link); None if it is missing."""
+    try:
+        fd = os.open(path, _READ)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise _failure("read", path, exc) from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise StorageError(f"{path} should be a regular file but is not; move it aside "
+                               f"or run `heph doctor --repair`")
+        return os.read(fd, limit)
+    except OSError as exc:
+        raise _failure("read", path, exc) from None
+    finally:
+        _close(fd)
+
+
+@functools.lru_cache(maxsize=1)
+def _system_dirs() -> frozenset[str]:
+    found = set()
+    for path in (*_SYSTEM_DIRS, *glob.glob("/lib*")):
+        found |= {path, os.path.realpath(path)}
+    return frozenset(found)
+
+
+def check_store_path(path: str | os.PathLike) -> None:
+    """Refuse (``StorageError``) a store path heph must not use: a system directory, something
+    that is not a directory, or a directory owned by another user or writable by group or
+    others. A path that does not exist yet is fine: heph makes it, 0700."""
+    text = os.fspath(path)
+    where = os.path.abspath(text)
+    if where in _system_dirs() or os.path.realpath(where) in _system_dirs():
+        raise StorageError(f"refusing to use {where} as a heph store: it is a system directory; "
+                           f"give the store a directory of its own (storage.path in heph.yaml, e.g. .heph)")
+    try:
+        info = os.stat(text)  # the root may be the user's own link to a directory
+    except FileNotFoundError:
+        return
+    except NotADirectoryError:
+        raise StorageError(f"storage path {text} is not a directory: a part of it is a file") from None
+    except OSError as exc:
+        raise _failure("inspect the store directory", text, exc) from None
+    if not stat.S_ISDIR(info.st_mode):
+        raise StorageError(f"storage path {text} is not a directory: give the store a directory of its own "
+                           f"(storage.path in heph.yaml, e.g. .heph)")
+    uid = os.geteuid()
+    if info.st_uid != uid:
+        raise StorageError(f"store directory {text} belongs to uid {info.st_uid}, not to you (uid {uid}); "
+                           f"heph only uses a store it owns: run heph as its owner, or copy the store")
+    if info.st_mode & 0o022:
+        raise StorageError(f"store directory {text} is writable by group or others (mode "
+                           f"{stat.S_IMODE(info.st_mode):04o}); heph only uses a private store: "
+                           f"run chmod go-w {text}")
+
+
+def _write_index_format(path: Path) -> None:
+    """Write ``index/FORMAT`` (atomically, replacing a link rather than writing through it)."""
+    try:
+        replace_file(path, INDEX_FORMAT.encode())
+    except OSError as exc:
+        raise _failure("write", path, exc) from None
 # Every instance file is written by the standard library's encoder, built once (``json.dumps``
 # would build one per call); with no ``indent`` it runs in C. ``check_circular=False``: the data
 # is plain JSON data, with no cycles to look for.
@@ -249,29 +464,77 @@ def _history_line(entry, cache: dict | None) -> str:
     return line
 
 
-def read_instance(path: Path) -> Instance:
-    """Parse one instance file; ``StorageError`` naming the file if it is unreadable or corrupt."""
+class CorruptFile(StorageError):
+    """An instance file that holds no valid instance document (``problem`` says why); an I/O
+    error while reading one is a plain ``StorageError``: the file may be fine."""
+
+    path: str = ""
+    problem: str = ""
+
+    def describe(self) -> str:
+        return (f"instance file {self.path} {self.problem}; it was left untouched: move it aside or run "
+                f"`heph doctor --repair`")
+
+
+def read_instance(path: Path, dir_fd: int | None = None) -> Instance:
+    """Parse one instance file; ``CorruptFile`` if it is corrupt, ``StorageError`` if it cannot be read
+    (a link, a FIFO or a directory in its place included: it is never followed nor waited on).
+    The file is opened through its directory, itself opened without following a link (``dir_fd``:
+    that directory, already open)."""
+    if dir_fd is None:
+        try:
+            parent = os.open(path.parent, _OPEN_DIR)
+        except OSError as exc:
+            raise _failure("read instance file", path, exc) if exc.errno != errno.ENOTDIR or \
+                not _is_link(path.parent) else _link_error(path.parent) from None
+        try:
+            return _read_instance_at(path, parent)
+        finally:
+            _close(parent)
+    return _read_instance_at(path, dir_fd)
+
+
+def _read_instance_at(path: Path, dir_fd: int) -> Instance:
     try:
-        with open(path, "rb") as fh:
-            data = fh.read(MAX_FILE_BYTES + 1)
+        fd = os.open(path.name, _READ, dir_fd=dir_fd)
     except OSError as exc:
-        raise StorageError(f"cannot read instance file {path}: {exc.strerror}") from None
+        raise _failure("read instance file", path, exc) from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise CorruptFile(path=str(path), problem="is not a regular file")
+        if info.st_size > MAX_FILE_BYTES:
+            raise CorruptFile(path=str(path), problem=f"is larger than {MAX_FILE_BYTES} bytes")
+        data = os.read(fd, info.st_size + 1)
+        while len(data) <= info.st_size:  # a short read (or a file growing under an outside writer)
+            more = os.read(fd, MAX_FILE_BYTES + 1 - len(data))
+            if not more:
+                break
+            data += more
+    except OSError as exc:
+        raise _failure("read instance file", path, exc) from None
+    finally:
+        _close(fd)
     if len(data) > MAX_FILE_BYTES:
-        raise StorageError(f"instance file {path} is larger than {MAX_FILE_BYTES} bytes; refusing to load it")
+        raise CorruptFile(path=str(path), problem=f"is larger than {MAX_FILE_BYTES} bytes")
     try:
         instance = Instance.from_dict(json.loads(data))
     except (ValueError, RecursionError) as exc:
-        raise StorageError(
-            f"instance file {path} is corrupt ({str(exc)[:200]}); it was left untouched: "
-            f"move it aside or run `heph doctor --repair`"
-        ) from None
+        raise CorruptFile(path=str(path), problem=f"is corrupt ({str(exc)[:200]})") from None
     if path.stem != instance.run or path.parent.name != instance.id.replace("::", "~"):
-        raise StorageError(f"instance file {path} holds run {instance.run} of {instance.id}, which belongs elsewhere")
+        raise CorruptFile(path=str(path), problem=f"holds run {instance.run} of {instance.id}, which belongs elsewhere")
     if not (_WORKFLOW_NAME.match(instance.workflow) and _valid_id(instance.id)):  # both end up in index file names
-        raise StorageError(f"instance file {path} is corrupt (id {instance.id[:60]!r} or workflow "
-                           f"{instance.workflow[:60]!r} is malformed); it was left untouched: move it aside "
-                           f"or run `heph doctor --repair`")
+        raise CorruptFile(path=str(path), problem=f"is corrupt (id {instance.id[:60]!r} or workflow "
+                                                  f"{instance.workflow[:60]!r} is malformed)")
     return instance
+
+
+def too_large(size: int) -> str | None:
+    """Why a document of ``size`` bytes cannot be stored (None if it can)."""
+    if size <= MAX_FILE_BYTES:
+        return None
+    return (f"the instance would be {size / _MB:.1f} MB of JSON, more than the store's "
+            f"{MAX_FILE_BYTES // _MB} MB limit")
 
 
 def _valid_id(instance_id: str) -> bool:
@@ -282,25 +545,34 @@ def _valid_id(instance_id: str) -> bool:
     return True
 
 
-def _run_names_in(directory: str | os.PathLike) -> set[str]:
-    """The runs stored in an id's directory (file names without ``.json``); none if it is missing."""
-    try:
-        return {name[:-5] for name in os.listdir(directory) if _is_run_name(name)}
-    except FileNotFoundError:
-        return set()
+def _run_names_in(directory: str | os.PathLike | int, path: str | os.PathLike | None = None) -> set[str]:
+    """The runs stored in an id's directory (file names without ``.json``); none if it is missing.
+    ``directory``: its path, or its open descriptor (then ``path`` names it in errors)."""
+    if isinstance(directory, int):
+        try:
+            names = os.listdir(directory)
+        except OSError as exc:
+            raise _failure("list directory", path or "?", exc) from None
+    else:
+        names = _names(directory)
+    return {name[:-5] for name in names if _is_run_name(name)}
 
 
 class _FileSession(Session):
     """Writes replace the run's file atomically (data fsynced); ``close`` fsyncs the directory once,
     making every rename of the session durable before the command that opened it returns.
 
-    The id's directory is listed at most once per session (no other process adds a run while the
-    lock is held): ``names`` is that listing, when the session was opened with one."""
+    The id's directory is opened once (``dir_fd``, without following a link): its listing, the
+    writes and renames of its files and its fsync go through that descriptor. It is listed at
+    most once per session (no other process adds a run while the lock is held): ``names`` is that
+    listing, when the session was opened with one."""
 
-    def __init__(self, store: JsonFileStorage, instance_id: str, directory: Path, names: set[str] | None = None):
+    def __init__(self, store: JsonFileStorage, instance_id: str, directory: Path, dir_fd: int,
+                 names: set[str] | None = None):
         self._store = store
         self._id = instance_id
         self._dir = directory
+        self._fd = dir_fd
         self._prefix = f"{directory}{os.sep}"  # run files' paths are built as text: pathlib costs more
         self._first_run = False  # writes the id's first run: the directory's own entry must be durable
         self._names = names  # every run of the id (listed under the lock, plus the runs inserted since)
@@ -310,23 +582,29 @@ class _FileSession(Session):
         self._renamed = False
 
     def close(self) -> None:
+        """Make the session's renames durable; ``MaybeApplied`` if that fails (they may be on disk)."""
         if not self._renamed:
             return
-        try:
-            _fsync_dir(self._dir)
-            if self._first_run:  # even if an earlier process made the directory (and died before its fsync)
-                _fsync_dir(self._dir.parent)
-        except OSError as exc:
-            raise StorageError(f"cannot make the writes to {self._dir} durable: {exc.strerror}") from None
         self._renamed = False
+        synced = self._dir
+        try:
+            _fsync_dir(synced, self._fd)
+            if self._first_run:  # even if an earlier process made the directory (and died before its fsync)
+                synced = self._dir.parent
+                _fsync_dir(synced)
+        except OSError as exc:
+            raise MaybeApplied(instance_id=self._id, path=str(synced),
+                               reason=f"the write is in place, but the fsync of its directory failed "
+                                      f"({os_error(exc)})") from None
 
     def _listing(self) -> set[str]:
         if self._names is None:
-            self._names = _run_names_in(self._dir)
+            self._names = _run_names_in(self._fd, self._dir)
         return self._names
 
     def runs(self) -> list[Instance]:
-        found = [read_instance(Path(f"{self._prefix}{run}.json")) for run in sorted(self._listing(), reverse=True)]
+        found = [read_instance(Path(f"{self._prefix}{run}.json"), self._fd)
+                 for run in sorted(self._listing(), reverse=True)]
         self._known = {r.run: r for r in found}
         self._complete = True
         return found
@@ -342,10 +620,15 @@ class _FileSession(Session):
             raise StorageError(f"run {instance.run} of {self._id} already exists")
         if instance.status in uniqueness.ACTIVE:
             uniqueness.check(instance, self._others())
+        data = self._encode(path, instance)
+        created = self._store._touch(self._markers(instance))
+        try:
+            self._replace(path, instance, data)
+        except BaseException:
+            self._store._untouch(created)
+            raise
         if not names:  # the id's first run
             self._first_run = True
-        self._store._touch(self._markers(instance))
-        self._replace(path, instance)
         names.add(instance.run)
 
     def update(self, instance: Instance) -> None:
@@ -354,15 +637,20 @@ class _FileSession(Session):
         if stored is None:
             if self._names is not None and instance.run not in self._names:
                 raise StorageError(f"run {instance.run} of {self._id} does not exist")
-            stored = read_instance(Path(path))
+            stored = read_instance(Path(path), self._fd)
         if instance.status in uniqueness.ACTIVE:
             uniqueness.check(instance, self._others())
+        data = self._encode(path, instance)
         old = self._markers(stored)
         new = self._markers(instance)
-        self._store._touch(new - old)
-        self._replace(path, instance)
+        created = self._store._touch(new - old)
+        try:
+            self._replace(path, instance, data)
+        except BaseException:
+            self._store._untouch(created)
+            raise
         crash_point("before-marker-cleanup")
-        self._store._remove(old - new)
+        self._store._remove(old - new)  # the write is done: a marker left behind is only stale
 
     def _path(self, instance: Instance) -> str:
         if instance.id != self._id:
@@ -372,37 +660,90 @@ class _FileSession(Session):
     def _markers(self, instance: Instance) -> set[str]:
         return self._store._markers(instance, self._dir.name)
 
-    def _replace(self, path: str, instance: Instance) -> None:
+    def _encode(self, path: str, instance: Instance) -> bytes:
+        """The file content of ``instance``; ``StorageError`` (nothing written) if it is too large
+        to be read back."""
+        data = encode(instance, self._lines)
+        why = too_large(len(data))
+        if why is not None:
+            raise StorageError(f"cannot write instance file {path}: {why}")
+        return data
+
+    def _replace(self, path: str, instance: Instance, data: bytes) -> None:
         try:
-            replace_file(path, encode(instance, self._lines))
+            replace_file(path, data, self._fd)
         except OSError as exc:
-            raise StorageError(f"cannot write instance file {path}: {exc.strerror}") from None
+            raise _failure("write instance file", path, exc) from None
         self._renamed = True
         self._known[instance.run] = instance
 
 
 class JsonFileStorage(Storage):
-    """The default store: a directory of JSON files (see the module docstring for the layout)."""
+    """The default store: a directory of JSON files (see the module docstring for the layout).
+
+    ``StorageError`` at once if ``path`` is no place for a store (``check_store_path``)."""
 
     def __init__(self, path: str | os.PathLike, lock_timeout: float = 30.0):
+        check_store_path(path)
         self.root = Path(path)
         self.instances = self.root / "instances"
         self.index = self.root / "index"
         self._format = os.path.join(self.root, "FORMAT")
         self.lock_timeout = lock_timeout
+        self._checked = False  # the layout was checked for links (once per store object)
+        self._caches: dict[str, dict] = {}  # id -> the encode cache of its open session
 
     # -- layout -----------------------------------------------------------------
 
-    def _ensure_layout(self) -> None:
-        if os.path.exists(self._format):
+    def _layout_dirs(self) -> list[Path]:
+        return [self.instances, self.index, self.index / "status",
+                *(self.index / "status" / status for status in STATUSES), self.index / "due",
+                self.root / "quarantine"]
+
+    def _check_layout(self) -> None:
+        """Once per store object: the store is still ours, and none of its layout's directories
+        and files is a link (``StorageError`` naming it). Whatever is made later, heph makes
+        without following links."""
+        if self._checked:
             return
+        check_store_path(self.root)
+        for path in self._layout_dirs():
+            try:
+                mode = os.lstat(path).st_mode
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                raise _failure("inspect", path, exc) from None
+            if not stat.S_ISDIR(mode):
+                _check_dir(path)  # raises, naming a link or a file
+        for file in (Path(self._format), self.index / "FORMAT"):
+            if _is_link(file):
+                raise _link_error(file)
+        self._checked = True
+
+    def _ensure_layout(self) -> None:
+        self._check_layout()
+        try:
+            mode = os.lstat(self._format).st_mode
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise _failure("inspect", self._format, exc) from None
+        else:
+            if stat.S_ISREG(mode):
+                return
+            raise _link_error(self._format) if stat.S_ISLNK(mode) else \
+                StorageError(f"{self._format} should be a regular file but is not; move it aside")
         for directory in (self.root, self.instances, self.index / "due"):
             _make_dirs(directory, self.root)
         for status in STATUSES:
             _make_dirs(self.index / "status" / status, self.root)
-        if not (self.index / "FORMAT").exists():
+        if not os.path.lexists(self.index / "FORMAT"):
             _write_index_format(self.index / "FORMAT")
-        write_durably(self.root / "FORMAT", STORE_FORMAT.encode())
+        try:
+            write_durably(self.root / "FORMAT", STORE_FORMAT.encode())
+        except OSError as exc:
+            raise _failure("write", self.root / "FORMAT", exc) from None
 
     def markers(self, instance: Instance) -> set[str]:
         """The index markers ``instance`` should have, as paths under ``index/``
@@ -419,27 +760,65 @@ class JsonFileStorage(Storage):
                     found.add(f"due/{_due_name(wait['due_at'])}~{head}~{instance.run}")
         return found
 
-    def _touch(self, markers: Iterable[str]) -> None:
+    def _touch(self, markers: Iterable[str]) -> list[str]:
+        """Create the markers (new files, never through a link); return the paths it created.
+        ``StorageError`` if one cannot be made, with the ones it made removed again."""
         prefix = f"{self.index}{os.sep}"
+        created: list[str] = []
         for marker in markers:
+            path = prefix + marker
             try:
-                os.close(os.open(prefix + marker, os.O_CREAT | os.O_WRONLY, 0o600))
-            except FileNotFoundError:
-                _make_dirs((self.index / marker).parent, self.root)
-                os.close(os.open(prefix + marker, os.O_CREAT | os.O_WRONLY, 0o600))
+                try:
+                    fd = os.open(path, _CREATE, 0o600)
+                except FileNotFoundError:
+                    _make_dirs(Path(path).parent, self.root)
+                    fd = os.open(path, _CREATE, 0o600)
+            except FileExistsError:
+                if _is_link(path):
+                    self._untouch(created)
+                    raise _link_error(path) from None
+                continue  # there already (a stale marker now true again)
+            except OSError as exc:
+                self._untouch(created)
+                raise _failure("create index marker", path, exc) from None
+            except BaseException:
+                self._untouch(created)
+                raise
+            created.append(path)
+            try:
+                os.close(fd)
+            except OSError as exc:
+                self._untouch(created)
+                raise _failure("create index marker", path, exc) from None
+        return created
 
-    def _remove(self, markers: Iterable[str]) -> None:
+    def _untouch(self, created: Iterable[str]) -> None:
+        """Remove markers ``_touch`` made for a write that did not happen (best effort: a marker
+        left behind is only stale)."""
+        for path in created:
+            with suppress(OSError):
+                os.unlink(path)
+
+    def _remove(self, markers: Iterable[str], strict: bool = False) -> None:
+        """Remove markers. A failure is a warning on logger ``heph`` (the marker is stale: readers
+        skip it, ``heph doctor`` counts it, ``--repair`` removes it), a ``StorageError`` if ``strict``."""
         prefix = f"{self.index}{os.sep}"
         for marker in markers:
+            path = prefix + marker
             try:
-                os.unlink(prefix + marker)
+                os.unlink(path)
             except FileNotFoundError:
                 continue
+            except OSError as exc:
+                if strict:
+                    raise _failure("remove index marker", path, exc) from None
+                log.warning("cannot remove the stale index marker %s (%s); readers skip it, and "
+                            "`heph doctor --repair` removes it", path, os_error(exc))
 
-    def instance_lock(self, directory: str | os.PathLike, timeout: float) -> InstanceLock:
+    def instance_lock(self, directory: str | os.PathLike, timeout: float, dir_fd: int | None = None) -> InstanceLock:
         """The lock of an id's directory (``<directory>/.lock``), not yet taken: every
-        read-modify-write of the id's runs holds it."""
-        return InstanceLock(os.path.join(directory, ".lock"), timeout)
+        read-modify-write of the id's runs holds it. ``dir_fd``: the directory, open."""
+        return InstanceLock(os.path.join(directory, ".lock"), timeout, dir_fd)
 
     def is_busy(self, directory: str | os.PathLike) -> bool:
         """Whether another process holds the lock of an id's directory right now (creates nothing:
@@ -466,22 +845,49 @@ class JsonFileStorage(Storage):
         wait = self.lock_timeout if timeout is None else timeout
         names: set[str] | None = None
         if must_exist:
-            lock, names = self._lock_existing(instance_id, directory, wait)
-            self._ensure_layout()
+            self._check_layout()
+            lock, dir_fd, names = self._lock_existing(instance_id, directory, wait)
+            try:
+                self._ensure_layout()
+            except BaseException:
+                lock.release()
+                _close(dir_fd)
+                raise
         else:
             self._ensure_layout()
-            with contextlib.suppress(FileExistsError):
+            try:
                 os.mkdir(directory, 0o700)
-            lock = self.instance_lock(directory, wait)
-            self._acquire(lock, instance_id)
-        session = _FileSession(self, instance_id, directory, names)
+            except FileExistsError:
+                pass
+            except FileNotFoundError:  # instances/ itself is gone
+                _make_dirs(directory, self.root)
+            except OSError as exc:
+                raise _failure("create directory", directory, exc) from None
+            dir_fd = self._open_dir(directory)
+            lock = self.instance_lock(directory, wait, dir_fd)
+            try:
+                self._acquire(lock, instance_id)
+            except BaseException:
+                _close(dir_fd)
+                raise
+        session = _FileSession(self, instance_id, directory, dir_fd, names)
+        self._caches[instance_id] = session._lines
         try:
             yield session
         finally:
+            if self._caches.get(instance_id) is session._lines:
+                del self._caches[instance_id]
             try:
                 session.close()
             finally:
                 lock.release()
+                _close(dir_fd)
+
+    def _open_dir(self, directory: Path) -> int:
+        try:
+            return os.open(directory, _OPEN_DIR)
+        except OSError as exc:
+            raise _failure("open directory", directory, exc) from None
 
     def _acquire(self, lock: InstanceLock, instance_id: str) -> None:
         try:
@@ -489,33 +895,55 @@ class JsonFileStorage(Storage):
         except LockTimeout:
             raise InstanceBusy(instance_id=instance_id) from None
 
-    def _lock_existing(self, instance_id: str, directory: Path, wait: float) -> tuple[InstanceLock, set[str]]:
-        """The id's lock, taken, and its runs listed under it; ``InstanceNotFound`` (nothing
-        created, the lock not held) if it has none."""
-        lock = self.instance_lock(directory, wait)
+    def _lock_existing(self, instance_id: str, directory: Path, wait: float) -> tuple[InstanceLock, int, set[str]]:
+        """The id's lock, taken, its directory open and its runs listed under the lock;
+        ``InstanceNotFound`` (nothing created, the lock not held) if it has none."""
         try:
-            free = lock.try_acquire(create=False)
-        except FileNotFoundError:  # no directory, or one without a lock file (made by hand, copied)
-            free = False
-        if free:
-            names = _run_names_in(directory)
-            if names:
-                return lock, names
-            lock.release()
-            raise InstanceNotFound(instance_id=instance_id)
-        # held (perhaps by a start still in its first step, which has stored nothing), or no lock
-        # file: not found needs no wait
-        if not _run_names_in(directory):
-            raise InstanceNotFound(instance_id=instance_id)
-        self._acquire(lock, instance_id)
-        return lock, _run_names_in(directory)  # the holder may have added a run meanwhile
+            dir_fd = os.open(directory, _OPEN_DIR)
+        except FileNotFoundError:
+            raise InstanceNotFound(instance_id=instance_id) from None
+        except OSError as exc:
+            raise _failure("open directory", directory, exc) from None
+        lock = self.instance_lock(directory, wait, dir_fd)
+        held = False
+        try:
+            try:
+                held = lock.try_acquire(create=False)
+            except FileNotFoundError:  # a directory without a lock file (made by hand, copied)
+                held = False
+            if held:
+                names = _run_names_in(dir_fd, directory)
+                if names:
+                    return lock, dir_fd, names
+                raise InstanceNotFound(instance_id=instance_id)
+            # held (perhaps by a start still in its first step, which has stored nothing), or no lock
+            # file: not found needs no wait
+            if not _run_names_in(dir_fd, directory):
+                raise InstanceNotFound(instance_id=instance_id)
+            self._acquire(lock, instance_id)
+            held = True
+            return lock, dir_fd, _run_names_in(dir_fd, directory)  # the holder may have added a run meanwhile
+        except BaseException:
+            if held:
+                lock.release()
+            _close(dir_fd)
+            raise
 
     def runs(self, instance_id: str) -> list[Instance]:
+        self._check_layout()
         directory = self.instances / id_dir_name(instance_id)
         return [read_instance(directory / f"{run}.json") for run in sorted(_run_names_in(directory), reverse=True)]
 
+    def unstorable(self, instance: Instance) -> str | None:
+        """Too large for ``MAX_FILE_BYTES`` once encoded. The encoding shares the open session's
+        cache: the pieces it encodes (a step's updates, history lines) are not encoded again by
+        the write that follows."""
+        cache = self._caches.get(instance.id)
+        return too_large(len(encode(instance, cache if cache is not None else {})))
+
     def _index_ready(self) -> bool:
-        if not self.instances.exists():
+        self._check_layout()
+        if not os.path.isdir(self.instances):
             return False
         if not self.index_complete():
             log.warning("the index of %s is missing or in an older format; rebuilding it from the instance files",
@@ -526,15 +954,12 @@ class JsonFileStorage(Storage):
     def index_complete(self) -> bool:
         """Whether ``index/FORMAT`` says the index is complete and in this version's format."""
         try:
-            return (self.index / "FORMAT").read_text() == INDEX_FORMAT
-        except (OSError, UnicodeDecodeError):
+            return _read_small(self.index / "FORMAT", 64) == INDEX_FORMAT.encode()
+        except StorageError:
             return False
 
     def _listdir(self, directory: Path) -> list[str]:
-        try:
-            return os.listdir(directory)
-        except FileNotFoundError:
-            return []
+        return _names(directory)
 
     def query(
         self,
@@ -547,6 +972,7 @@ class JsonFileStorage(Storage):
     ) -> list[Instance]:
         wanted = set(statuses) if statuses is not None else set(STATUSES)
         if instance_id is not None:
+            self._check_layout()
             return self._verified(((instance_id, run) for run in self._run_names(instance_id)),
                                   wanted, workflow, version, limit)
         if not self._index_ready():
@@ -573,7 +999,7 @@ class JsonFileStorage(Storage):
             try:
                 instance = read_instance(path)
             except StorageError as exc:
-                if path.exists():
+                if os.path.lexists(path):
                     log.warning("skipping: %s", exc)
                 continue
             if (
@@ -588,11 +1014,8 @@ class JsonFileStorage(Storage):
 
     def exists(self, instance_id: str) -> bool:
         """Whether the id's directory holds a run file (its listing alone: no file is read)."""
-        try:
-            with os.scandir(self.instances / id_dir_name(instance_id)) as entries:
-                return any(_is_run_name(entry.name) for entry in entries)
-        except FileNotFoundError:
-            return False
+        self._check_layout()
+        return any(_is_run_name(name) for name in _names(self.instances / id_dir_name(instance_id)))
 
     def _run_names(self, instance_id: str) -> list[str]:
         return sorted(_run_names_in(self.instances / id_dir_name(instance_id)), reverse=True)
@@ -617,42 +1040,98 @@ class JsonFileStorage(Storage):
         return sorted(RunRef(instance_id, run) for instance_id, run in _as_ids(names))
 
     # -- maintenance (``heph doctor``) ----------------------------------------------
+    # None of these follows a link: ``links`` lists them, the others skip them.
+
+    def has_instances(self) -> bool:
+        """Whether ``instances/`` is there, a directory itself (not a link)."""
+        try:
+            return stat.S_ISDIR(os.lstat(self.instances).st_mode)
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            raise _failure("inspect", self.instances, exc) from None
 
     def instance_dirs(self) -> list[Path]:
         """Every id's directory under ``instances/``, sorted by name (none before the first write)."""
-        return [self.instances / name for name in sorted(self._listdir(self.instances))
-                if (self.instances / name).is_dir()]
+        return [self.instances / name for name, kind in _entries(self.instances) or () if kind == "dir"]
 
     def instance_files(self, directory: str | os.PathLike) -> tuple[list[Path], list[Path]]:
         """The files of an id's directory, sorted by name: its run files, and the temporary files
-        left by interrupted writes (``.<run>.json.<pid>.tmp``). The lock file is neither."""
-        names = sorted(self._listdir(Path(directory)))
-        return ([Path(directory, name) for name in names if _is_run_name(name)],
-                [Path(directory, name) for name in names if name.endswith(".tmp")])
+        left by interrupted writes (``.<run>.json.<pid>.tmp``). The lock file is neither; links
+        are not files of the store (``links``)."""
+        entries = [(name, kind) for name, kind in _entries(directory) or () if kind != "link"]
+        return ([Path(directory, name) for name, _ in entries if _is_run_name(name)],
+                [Path(directory, name) for name, kind in entries if kind == "file" and name.endswith(".tmp")])
 
     def present_markers(self) -> set[str]:
         """Every marker file in the index, as paths under ``index/`` (the form ``markers`` returns)."""
+        if _is_link(self.index) or _is_link(self.index / "status"):
+            return set()  # reported by ``links``: never listed through
         return {f"{sub}/{name}" for sub in ["due"] + [f"status/{s}" for s in STATUSES]
-                for name in self._listdir(self.index / sub)}
+                for name, kind in _entries(self.index / sub) or () if kind == "file"}
+
+    def links(self) -> list[Path]:
+        """Every symbolic link where the store keeps a file or directory, sorted: in the store's
+        directory, ``instances/`` and each id's directory, the index and its directories, and
+        ``quarantine/`` itself (what was moved into ``quarantine/<folder>/`` stays there). heph
+        never follows one; ``quarantine`` moves the link itself."""
+        found: list[Path] = []
+
+        def scan(directory: Path, depth: int) -> None:
+            for name, kind in _entries(directory) or ():
+                if kind == "link":
+                    found.append(directory / name)
+                elif kind == "dir" and depth > 0:
+                    scan(directory / name, depth - 1)
+
+        for name, kind in _entries(self.root) or ():
+            if kind == "link":
+                found.append(self.root / name)
+            elif kind == "dir" and name in ("instances", "index", "quarantine"):
+                scan(self.root / name, {"instances": 1, "index": 2, "quarantine": 0}[name])
+        return sorted(found)
 
     def quarantine(self, path: str | os.PathLike) -> str | None:
-        """Move a file of an id's directory to ``quarantine/<id dir>/``, under the id's lock (never
-        under a live writer's feet) and a name that overwrites nothing (``<name>.1``, ...); return
-        where it went, None if the file was gone. Nothing is deleted."""
+        """Move a file of the store (or a link, itself: never its target) to
+        ``quarantine/<folder>/`` (``<folder>``: the name of the directory it was in), under the
+        id's lock for a file of an id's directory (never under a live writer's feet), and under a
+        name that overwrites nothing (``<name>.1``, ...); return where it went, None if it was
+        gone. Nothing is deleted; nothing is moved into or through a link (``StorageError``)."""
         path = Path(path)
+        try:
+            relative = path.relative_to(self.root)
+        except ValueError:
+            raise StorageError(f"{path} is not inside the store {self.root}") from None
+        if not relative.parts or relative.parts[0] == "quarantine":
+            raise StorageError(f"{path} is in quarantine/ already; heph does not move it (remove it "
+                               f"yourself if it is a link) and never follows a link there")
+        ancestor = self.root
+        for part in relative.parts[:-1]:  # every directory on the way is a directory itself
+            ancestor = ancestor / part
+            _check_dir(ancestor)
         folder = self.root / "quarantine" / path.parent.name
-        with self.instance_lock(path.parent, self.lock_timeout):
-            if not path.exists():
+        locked = (len(relative.parts) == 3 and relative.parts[0] == "instances" and not _is_link(path)
+                  and not _is_link(path.parent / ".lock"))  # no writer ever works through a link
+        lock = self.instance_lock(path.parent, self.lock_timeout) if locked else None
+        if lock is not None:
+            lock.acquire()
+        try:
+            if not os.path.lexists(path):
                 return None
-            _make_dirs(folder, self.root)  # 0700 for quarantine/ too, whatever the umask
+            _make_dirs(folder, self.root)  # 0700 for quarantine/ too, whatever the umask; never a link
             target = folder / path.name
             counter = 1
-            while target.exists():
+            while os.path.lexists(target):
                 target = folder / f"{path.name}.{counter}"
                 counter += 1
-            shutil.move(str(path), str(target))
+            try:
+                os.rename(path, target)  # the entry itself: a link moves as a link
+            except OSError as exc:
+                raise StorageError(f"cannot move {path} to {target}: {os_error(exc)}") from None
             return str(target)
-
+        finally:
+            if lock is not None:
+                lock.release()
 
     def rebuild_index(self) -> dict:
         """Make the index match the instance files (each id under its lock); return counts."""
@@ -665,7 +1144,12 @@ class JsonFileStorage(Storage):
             existing: dict[str, set[str]] = {}  # id dir -> its markers; older formats' names own nothing
             strays: list[str] = []
             for sub in ["due"] + [f"status/{s}" for s in STATUSES]:
-                for name in self._listdir(self.index / sub):
+                for name, kind in _entries(self.index / sub) or ():
+                    if kind == "dir":
+                        continue  # not a marker, not heph's: left alone
+                    if kind == "link":  # never a marker: the link goes (its target is untouched)
+                        strays.append(f"{sub}/{name}")
+                        continue
                     if sub == "due":
                         owner = name.partition("~")[2].rpartition("~")[0]
                     else:
@@ -675,18 +1159,24 @@ class JsonFileStorage(Storage):
                         existing.setdefault(owner, set()).add(f"{sub}/{name}")
                     else:
                         strays.append(f"{sub}/{name}")
-            self._remove(strays)
+            self._remove(strays, strict=True)
             stats["removed"] += len(strays)
-            dirs = set(self._listdir(self.instances)) | set(existing)
+            dirs = {name for name, kind in _entries(self.instances) or () if kind == "dir"} | set(existing)
             for dir_name in sorted(dirs):
                 directory = self.instances / dir_name
-                if not directory.is_dir():
-                    self._remove(existing.get(dir_name, ()))
+                try:
+                    is_dir = stat.S_ISDIR(os.lstat(directory).st_mode)
+                except FileNotFoundError:
+                    is_dir = False
+                except OSError as exc:
+                    raise _failure("inspect", directory, exc) from None
+                if not is_dir:
+                    self._remove(existing.get(dir_name, ()), strict=True)
                     stats["removed"] += len(existing.get(dir_name, ()))
                     continue
                 with self.instance_lock(directory, self.lock_timeout):
                     wanted: set[str] = set()
-                    for name in self._listdir(directory):
+                    for name in _names(directory):
                         if not _is_run_name(name):
                             continue
                         try:
@@ -696,7 +1186,7 @@ class JsonFileStorage(Storage):
                             stats["corrupt"] += 1
                     have = existing.get(dir_name, set())
                     self._touch(wanted - have)
-                    self._remove(have - wanted)
+                    self._remove(have - wanted, strict=True)
                     stats["added"] += len(wanted - have)
                     stats["removed"] += len(have - wanted)
             _write_index_format(self.index / "FORMAT")

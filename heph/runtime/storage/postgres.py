@@ -36,7 +36,7 @@ queued, fair wait); ``timeout=0`` tries once (``pg_try_advisory_lock``). Both ra
 ``InstanceBusy`` (a ``StorageError``, "busy") when the id is held. If the network between a
 worker and the server breaks, the server frees the lock once it notices the dead connection
 (set TCP keepalives in the DSN, e.g. ``?keepalives_idle=30``); the old worker cannot write any
-more, since its writes went through that connection.
+more, since its writes went through that connection (see "Lost connections").
 
 ``session(..., must_exist=True)`` is accepted and changes nothing: a PostgreSQL session
 creates nothing (no row, no file), so a session on an id without runs simply sees
@@ -97,8 +97,41 @@ single-host defaults of ``heph.runtime.storage.base.Storage``.
 (migration 2) sends ``NOTIFY`` when a write sets a due time, and the worker wakes when the
 earliest known due time arrives instead of polling.
 
-Limits: ``jsonb`` cannot hold the character U+0000 in strings; such a write raises
-``StorageError``.
+Lost connections
+----------------
+The server may end a connection at any time (``pg_terminate_backend``, a restart, a failover,
+a network break). Outside a session, every operation (``runs``, ``query``, ``due``,
+``claim_due``, ``release_claims``, ``interrupted``, ``migrate``, taking a session's lock, ...)
+is safe to run again, so a lost connection is retried transparently on a new one: the loss is
+logged once as a warning on logger ``heph`` (``lost the PostgreSQL connection (...);
+reconnecting``), the first retry is immediate, then attempts back off from 0.1 s doubling to
+5 s; after ``reconnect_timeout`` seconds (default 30) without success the operation raises
+``StorageError`` (``cannot reach PostgreSQL at DSN: ...``, one line). A store that has never
+connected fails at once instead (a wrong DSN is not an outage). Idle pooled connections are
+checked with one ``poll`` before use, so those the server ended while idle are dropped without
+a round trip. Each connection attempt is limited to 10 s (``connect_timeout``) unless the DSN
+or ``$PGCONNECT_TIMEOUT`` sets one. Connections carry ``application_name`` ``heph:SCHEMA``
+(unless the DSN or ``$PGAPPNAME`` sets one), which ``pg_stat_activity`` shows.
+
+Inside a session a lost connection is never retried: the advisory lock went with it, so the
+session raises ``StorageError`` and every later call of it does too (nothing is written
+without the lock). A write whose connection is seen dead before it is sent raises
+``StorageError`` saying nothing was written; a connection lost while a write was on the
+wire raises ``MaybeApplied`` (the server may have committed it before the answer was lost).
+The caller (the runtime) re-reads under a new session.
+
+``claim_due`` that loses its answer may have claimed rows its caller never saw; after any
+loss ``due_batches`` releases every claim of its owner, not only those it got.
+``wait_for_work`` reconnects its listening connection the same way and then returns True
+(NOTIFYs were missed meanwhile: there may be work).
+
+Limits
+------
+``jsonb`` cannot hold the character U+0000 in a string (a key or a value).
+``unstorable(instance)`` says so and names the first place (``PostgreSQL cannot store the
+character U+0000 (at context.steps.note.text)``), so the runtime can fail the step that
+produced it; ``insert``/``update`` refuse such a document with ``StorageError`` before
+sending anything.
 """
 
 from __future__ import annotations
@@ -108,16 +141,17 @@ import json
 import logging
 import os
 import re
+import select
 import threading
 import time
 import zlib
 from contextlib import contextmanager
 from datetime import datetime, timezone
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, NoReturn
 
 from heph.core.ids import check_id
 from heph.core.instance import STATUSES, Instance
-from heph.errors import AlreadyRunning, InstanceBusy, StorageError
+from heph.errors import AlreadyRunning, InstanceBusy, MaybeApplied, StorageError
 from heph.runtime.storage.base import RunRef, Session, Storage
 
 log = logging.getLogger("heph")
@@ -261,12 +295,72 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0]
 
 
+# Reconnecting after a lost connection (see "Lost connections" in the module docstring).
+RECONNECT_TIMEOUT = 30.0  # seconds of failed reconnecting before an operation gives up
+BACKOFF_FIRST, BACKOFF_MAX = 0.1, 5.0  # seconds between attempts: 0.1, 0.2, 0.4, ... 5, 5, ...
+CONNECT_TIMEOUT = 10  # seconds per connection attempt, unless the DSN or $PGCONNECT_TIMEOUT sets one
+# SQLSTATEs of a connection the server ends: admin_shutdown (pg_terminate_backend, a fast
+# shutdown), crash_shutdown, cannot_connect_now; class 08 is connection_exception.
+_GONE_SQLSTATES = frozenset({"57P01", "57P02", "57P03"})
+# Set on every connection: durable commits; READ COMMITTED, which the uniqueness trigger needs.
+_SETUP_SQL = "SET synchronous_commit TO on; SET default_transaction_isolation TO 'read committed'"
+
+
+def _is_lost(conn: Any, exc: BaseException) -> bool:
+    """Whether ``exc``, raised by a statement on ``conn``, means that the connection is gone (the
+    server ended it, restarted, or the network broke) rather than that the statement failed."""
+    if conn is not None and conn.closed:  # psycopg closes a broken connection
+        return True
+    state = getattr(exc, "sqlstate", None) or ""
+    return state in _GONE_SQLSTATES or state.startswith("08")
+
+
+def _readable(fd: int, timeout: float = 0.0) -> bool:
+    if not hasattr(select, "poll"):  # pragma: no cover - Windows
+        return bool(select.select([fd], [], [], timeout)[0])
+    poller = select.poll()
+    poller.register(fd, select.POLLIN | select.POLLPRI)
+    return bool(poller.poll(int(timeout * 1000)))
+
+
+def _dead(conn: Any) -> str | None:
+    """Why an *idle* connection is known to be dead, else None. A connection the server ended
+    (``pg_terminate_backend``, a restart) has said so, or closed its socket: the socket is
+    readable although nothing was asked. One ``poll``, no round trip; only when something did
+    arrive (the server's last words, or a rare notice) it waits up to 0.1 s for the end of the
+    stream, which follows the last words. A live connection stays alive (the notice is read)."""
+    if conn.closed:
+        return "the connection is closed"
+    try:
+        wait = 0.0
+        for _ in range(3):  # the server's last message, then the end of the stream
+            if not _readable(conn.fileno(), wait):
+                break
+            conn.pgconn.consume_input()
+            wait = 0.05
+    except Exception as exc:  # noqa: BLE001 - psycopg's or the socket's error: dead either way
+        return _first_line(exc)
+    if conn.pgconn.status != _psycopg().pq.ConnStatus.OK:
+        return "the server closed the connection"
+    return None
+
+
+class _ConnectFailed(StorageError):
+    """No connection could be made. To a store that was connected before, a lost connection
+    (retried); to one that never was, the caller's error (a wrong DSN fails at once)."""
+
+    reason: str = ""
+
+
 class _Pool:
     """A few idle connections kept for reuse (autocommit); one per session or read while in use."""
 
-    def __init__(self, dsn: str, max_idle: int = 4):
+    def __init__(self, dsn: str, max_idle: int = 4, application_name: str = "heph"):
         self.dsn = dsn
         self.max_idle = max_idle
+        self.application_name = application_name
+        self.connected = False  # a connection was made: failing to make another is then a loss
+        self._options: dict[str, Any] | None = None
         self._idle: list[Any] = []
         self._lock = threading.Lock()
         self._pid = os.getpid()
@@ -278,25 +372,62 @@ class _Pool:
             self._idle = []
             self._pid = os.getpid()
 
+    def _connect_options(self) -> dict[str, Any]:
+        if self._options is None:
+            psycopg = _psycopg()
+            from psycopg.conninfo import conninfo_to_dict
+
+            try:
+                given = conninfo_to_dict(self.dsn)
+            except psycopg.Error as exc:
+                raise StorageError(
+                    f"cannot connect to PostgreSQL at {redact(self.dsn)}: invalid DSN ({_first_line(exc)})") from None
+            # application_name only if the DSN (or $PGAPPNAME) sets none: pg_stat_activity shows whose it is
+            options: dict[str, Any] = {"autocommit": True, "fallback_application_name": self.application_name}
+            if "connect_timeout" not in given and not os.environ.get("PGCONNECT_TIMEOUT"):
+                options["connect_timeout"] = CONNECT_TIMEOUT
+            self._options = options
+        return self._options
+
     def connect(self):
+        """A new connection, set up (``_SETUP_SQL``). ``_ConnectFailed`` if none can be made;
+        ``StorageError`` if the server refuses the set-up."""
         psycopg = _psycopg()
+        options = self._connect_options()
         try:
-            conn = psycopg.connect(self.dsn, autocommit=True)
+            conn = psycopg.connect(self.dsn, **options)
         except psycopg.Error as exc:
-            raise StorageError(f"cannot connect to PostgreSQL at {redact(self.dsn)}: {_first_line(exc)}") from None
-        # durable commits; READ COMMITTED, which the uniqueness trigger needs (migration 3)
-        conn.execute("SET synchronous_commit TO on")
-        conn.execute("SET default_transaction_isolation TO 'read committed'")
+            raise _ConnectFailed(f"cannot connect to PostgreSQL at {redact(self.dsn)}: {_first_line(exc)}",
+                                 reason=_first_line(exc)) from None
+        try:
+            conn.execute(_SETUP_SQL)
+        except psycopg.Error as exc:
+            lost = _is_lost(conn, exc)
+            self.discard(conn)
+            if lost:
+                raise _ConnectFailed(f"cannot connect to PostgreSQL at {redact(self.dsn)}: {_first_line(exc)}",
+                                     reason=_first_line(exc)) from None
+            raise StorageError(f"cannot set up a connection to PostgreSQL at {redact(self.dsn)} "
+                               f"({_SETUP_SQL}): {_first_line(exc)}") from None
         conn._heph_lock_timeout = None
+        self.connected = True
         return conn
 
-    def get(self) -> tuple[Any, bool]:
-        """A connection, and whether it came from the pool (it may have gone stale)."""
-        with self._lock:
-            self._forked()
-            if self._idle:
-                return self._idle.pop(), True
-        return self.connect(), False
+    def get(self) -> tuple[Any, str | None]:
+        """A connection (an idle one, else a new one), and why idle ones were found dead (the
+        server ended them while they were idle: a lost connection to report), or None."""
+        dead = None
+        while True:
+            with self._lock:
+                self._forked()
+                conn = self._idle.pop() if self._idle else None
+            if conn is None:
+                return self.connect(), dead
+            why = _dead(conn)
+            if why is None:
+                return conn, dead
+            self.discard(conn)
+            dead = why
 
     def put(self, conn) -> None:
         psycopg = _psycopg()
@@ -312,6 +443,8 @@ class _Pool:
 
     @staticmethod
     def discard(conn) -> None:
+        if conn is None:
+            return
         with contextlib.suppress(Exception):  # already broken
             conn.close()
 
@@ -327,34 +460,67 @@ _ORPHANS: list[Any] = []  # connections inherited over fork: never used, never c
 
 
 class _PgSession(Session):
+    """One id's session: its connection holds the id's advisory lock. Once that connection is
+    lost, so is the lock: every later call raises ``StorageError`` (nothing is retried)."""
+
     def __init__(self, store: PostgresStorage, conn, instance_id: str):
         self._store = store
         self._conn = conn
         self._id = instance_id
+        self.lost: str | None = None  # why the connection, and the lock with it, is gone
 
     def runs(self) -> list[Instance]:
-        rows = self._store._execute(
-            self._conn, f"SELECT run, doc FROM {self._store._s}.runs WHERE id = %s ORDER BY run DESC", (self._id,)
+        rows = self._execute(
+            f"SELECT run, doc FROM {self._store._s}.runs WHERE id = %s ORDER BY run DESC", (self._id,)
         ).fetchall()
         return [self._store._load(self._id, run, doc) for run, doc in rows]
 
     def insert(self, instance: Instance) -> None:
         self._check(instance)
-        self._store._write(self._conn, instance, insert=True)
+        self._store._write(self, instance, insert=True)
 
     def update(self, instance: Instance) -> None:
         self._check(instance)
-        self._store._write(self._conn, instance, insert=False)
+        self._store._write(self, instance, insert=False)
 
     def _check(self, instance: Instance) -> None:
         if instance.id != self._id:
             raise StorageError(f"a session of {self._id} cannot write run {instance.run} of {instance.id}")
 
+    def _execute(self, sql: str, params: tuple, writing: Instance | None = None):
+        """One statement on the session's connection. A lost connection is the end of the
+        session: ``StorageError``, or ``MaybeApplied`` when it was lost while ``writing`` (the
+        server may have committed the write before the answer was lost)."""
+        if self.lost is None and writing is not None:
+            self.lost = _dead(self._conn)  # ended while a step ran: known before anything is sent
+            if self.lost is not None:
+                raise StorageError(f"{self._lost_message()}; nothing was written")
+        if self.lost is not None:
+            raise StorageError(self._lost_message())
+        try:
+            return self._conn.execute(sql, params)
+        except _psycopg().Error as exc:
+            if not _is_lost(self._conn, exc):
+                self._store._raise(exc)
+            self.lost = _first_line(exc)
+        if writing is None:
+            raise StorageError(self._lost_message())
+        raise MaybeApplied(
+            instance_id=self._id, path=f"{self._store.schema}.runs",
+            reason=f"the connection to PostgreSQL, and the session's lock with it, was lost while run "
+                   f"{writing.run} was being written ({self.lost}), so the write may or may not have been "
+                   f"committed")
+
+    def _lost_message(self) -> str:
+        return (f"lost the connection to PostgreSQL at {redact(self._store.dsn)} during the session of "
+                f"{self._id}, and with it the session's lock ({self.lost})")
+
 
 class PostgresStorage(Storage):
     """Runs in a PostgreSQL table; sessions are advisory locks (see the module docstring)."""
 
-    def __init__(self, dsn: str, schema: str = "heph", lock_timeout: float = 30.0, claim_ttl: float = 30.0):
+    def __init__(self, dsn: str, schema: str = "heph", lock_timeout: float = 30.0, claim_ttl: float = 30.0,
+                 reconnect_timeout: float = RECONNECT_TIMEOUT):
         if not isinstance(dsn, str) or not dsn:
             raise StorageError("PostgresStorage needs a DSN such as postgresql://user@host:5432/dbname")
         if not isinstance(schema, str) or not _SCHEMA_RE.match(schema):
@@ -364,12 +530,14 @@ class PostgresStorage(Storage):
         self.schema = schema
         self.lock_timeout = lock_timeout
         self.claim_ttl = claim_ttl
+        self.reconnect_timeout = reconnect_timeout
         self._s = f'"{schema}"'
         self._seed = zlib.crc32(schema.encode())
-        self._pool = _Pool(dsn)
+        self._pool = _Pool(dsn, application_name=self.application_name)
         self._listener: Any = None
         self._hint: float | None = None
         self._hint_fresh = False
+        self._losses = 0  # connections lost so far
 
     def __repr__(self) -> str:
         return f"PostgresStorage({redact(self.dsn)!r}, schema={self.schema!r})"
@@ -379,9 +547,15 @@ class PostgresStorage(Storage):
         """The NOTIFY channel of this schema's due times."""
         return f"heph_due_{self.schema}"
 
+    @property
+    def application_name(self) -> str:
+        """The ``application_name`` of this store's connections (unless the DSN or ``$PGAPPNAME``
+        sets one): ``heph:SCHEMA``, how ``pg_stat_activity`` tells them apart."""
+        return f"heph:{self.schema}"
+
     # -- plumbing ---------------------------------------------------------------------
 
-    def _raise(self, exc: BaseException) -> None:
+    def _raise(self, exc: BaseException) -> NoReturn:
         """Turn a psycopg error into heph's: ``AlreadyRunning`` for the uniqueness trigger (or a
         uniqueness index of a schema before migration 3), else ``StorageError``."""
         errors = _psycopg().errors
@@ -407,37 +581,75 @@ class PostgresStorage(Storage):
                 f"run `heph db migrate`"
             ) from None
         if isinstance(exc, errors.UntranslatableCharacter):
-            raise StorageError("PostgreSQL jsonb cannot store the character U+0000 in a string") from None
+            raise StorageError("PostgreSQL cannot store the character U+0000 (jsonb refuses it)") from None
         raise StorageError(f"PostgreSQL error: {_first_line(exc)}") from None
 
-    def _execute(self, conn, sql: str, params: Iterable[Any] = ()):
-        try:
-            return conn.execute(sql, tuple(params))
-        except _psycopg().Error as exc:
-            self._raise(exc)
+    def _outage(self, outage: list[float] | None, reason: str) -> list[float]:
+        """Account for one failed attempt of an operation whose connection was lost: the first
+        is logged (a warning) and retried at once; later ones wait (``BACKOFF_FIRST`` doubling to
+        ``BACKOFF_MAX``) until ``reconnect_timeout`` has passed since the loss: then
+        ``StorageError``. ``outage`` is ``[since, delay]``, None before the first failure."""
+        now = time.monotonic()
+        if outage is None:
+            self._losses += 1
+            log.warning("lost the PostgreSQL connection (%s); reconnecting", reason)
+            return [now, 0.0]
+        since, delay = outage
+        left = since + self.reconnect_timeout - now
+        if left <= 0:
+            raise StorageError(f"cannot reach PostgreSQL at {redact(self.dsn)}: {reason}")
+        delay = min(BACKOFF_MAX, delay * 2 if delay else BACKOFF_FIRST)
+        time.sleep(min(delay, left))
+        return [since, delay]
 
-    def _with_conn(self, work):
-        """``work(conn)`` on a pooled connection; once more on a fresh one if the pooled one is dead."""
+    def _retrying(self, work: Callable[[Any], Any], *, keep: bool = False, fresh: bool = False,
+                  outage: list[float] | None = None) -> Any:
+        """``work(conn)`` on a live connection, pooled (``fresh``: a new one), and back to the pool
+        afterwards, unless ``keep``: then ``(conn, result)``, the caller's to put back.
+
+        A lost connection does not fail the call: ``work`` runs again on a new connection,
+        reconnecting with backoff (``_outage``) until ``reconnect_timeout``. So ``work`` must be
+        safe to run again after it may have run: reads, idempotent writes, taking a lock (which
+        the server drops with the connection). Other psycopg errors become heph's (``_raise``)."""
         psycopg = _psycopg()
-        for attempt in (0, 1):
-            conn, pooled = self._pool.get()
+        while True:
+            try:
+                conn, dead = (self._pool.connect(), None) if fresh else self._pool.get()
+            except _ConnectFailed as exc:
+                if outage is None and not self._pool.connected:
+                    raise  # never connected: a wrong DSN, or no server, fails at once
+                outage = self._outage(outage, exc.reason)
+                continue
+            if dead is not None and outage is None:
+                outage = self._outage(None, dead)
             try:
                 result = work(conn)
             except psycopg.Error as exc:
-                if not conn.broken:
+                lost = _is_lost(conn, exc)
+                if lost or fresh:
+                    self._pool.discard(conn)
+                else:
                     self._pool.put(conn)
+                if not lost:
                     self._raise(exc)
-                self._pool.discard(conn)
-                if pooled and attempt == 0:
-                    continue
-                raise StorageError(
-                    f"lost the connection to PostgreSQL at {redact(self.dsn)}: {_first_line(exc)}") from None
-            except BaseException:
-                self._pool.put(conn)
+                outage = self._outage(outage, _first_line(exc))
+                continue
+            except BaseException:  # interrupted: closing the connection drops any lock it took
+                if keep or fresh:
+                    self._pool.discard(conn)
+                else:
+                    self._pool.put(conn)
                 raise
+            if outage is not None:
+                log.info("reconnected to PostgreSQL at %s", redact(self.dsn))
+            if keep:
+                return conn, result
             self._pool.put(conn)
             return result
-        raise AssertionError("unreachable")
+
+    def _with_conn(self, work: Callable[[Any], Any]) -> Any:
+        """``work(conn)`` on a pooled connection, retried after a lost connection (``_retrying``)."""
+        return self._retrying(work)
 
     def _read(self, sql: str, params: Iterable[Any] = ()) -> list[tuple]:
         return self._with_conn(lambda conn: conn.execute(sql, tuple(params)).fetchall())
@@ -454,27 +666,45 @@ class PostgresStorage(Storage):
                 f"the row ({instance_id}, {run}) in {self.schema}.runs holds run {instance.run} of {instance.id}")
         return instance
 
-    def _write(self, conn, instance: Instance, *, insert: bool) -> None:
+    def _encode(self, instance: Instance) -> bytes:
+        """The document of ``instance`` as UTF-8 JSON, or ``StorageError`` if PostgreSQL cannot
+        store it (before anything is sent)."""
+        try:
+            text = _dumps(instance.to_dict())
+        except (ValueError, TypeError, RecursionError) as exc:
+            raise StorageError(
+                f"run {instance.run} of {instance.id} cannot be stored as JSON: {_first_line(exc)}") from None
+        if "\\u0000" in text:  # the escape of U+0000, or a string holding a backslash and "u0000"
+            problem = self.unstorable(instance)
+            if problem:
+                raise StorageError(f"{problem}; nothing was written")
+        try:
+            return text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise StorageError(f"run {instance.run} of {instance.id} holds a lone surrogate, which UTF-8 "
+                               f"cannot store; nothing was written") from None
+
+    def _write(self, session: _PgSession, instance: Instance, *, insert: bool) -> None:
         from psycopg.types.json import Jsonb
 
-        doc = Jsonb(instance.to_dict(), dumps=_dumps)
+        doc = Jsonb(self._encode(instance), dumps=_as_is)
         due = instance.next_due_at if instance.status in ("waiting", "running") else None
         if insert:
-            cursor = self._execute(conn, (
+            cursor = session._execute((
                 f"INSERT INTO {self._s}.runs (id, run, workflow, version, status, unique_scope, next_due_at, "
                 f"created_at, updated_at, doc) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
                 f"ON CONFLICT (id, run) DO NOTHING"
             ), (instance.id, instance.run, instance.workflow, instance.version, instance.status,
-                instance.scope, due, instance.created_at, instance.updated_at, doc))
+                instance.scope, due, instance.created_at, instance.updated_at, doc), writing=instance)
             if cursor.rowcount == 0:
                 raise StorageError(f"run {instance.run} of {instance.id} already exists")
         else:
-            cursor = self._execute(conn, (
+            cursor = session._execute((
                 f"UPDATE {self._s}.runs SET workflow = %s, version = %s, status = %s, unique_scope = %s, "
                 f"next_due_at = %s, claimed_until = NULL, claimed_by = NULL, updated_at = %s, doc = %s "
                 f"WHERE id = %s AND run = %s"
             ), (instance.workflow, instance.version, instance.status, instance.scope, due, instance.updated_at, doc,
-                instance.id, instance.run))
+                instance.id, instance.run), writing=instance)
             if cursor.rowcount == 0:
                 raise StorageError(f"run {instance.run} of {instance.id} does not exist")
 
@@ -534,40 +764,33 @@ class PostgresStorage(Storage):
                 must_exist: bool = False) -> Iterator[Session]:
         """A session holding the id's advisory lock (see the module docstring). ``must_exist``
         is accepted and ignored: a PostgreSQL session creates nothing, so on an id without
-        runs it opens and ``runs()`` is empty."""
+        runs it opens and ``runs()`` is empty. Taking the lock is retried after a lost
+        connection; once it is held, losing the connection ends the session (``StorageError``)."""
         check_id(instance_id)
         wait = self.lock_timeout if timeout is None else timeout
-        psycopg = _psycopg()
-        for attempt in (0, 1):
-            conn, pooled = self._pool.get()
-            try:
-                got = self._lock(conn, instance_id, wait)
-            except psycopg.Error as exc:
-                if not conn.broken:
-                    self._pool.put(conn)
-                    self._raise(exc)
-                self._pool.discard(conn)
-                if pooled and attempt == 0:
-                    continue
-                raise StorageError(
-                    f"lost the connection to PostgreSQL at {redact(self.dsn)}: {_first_line(exc)}") from None
-            except BaseException:  # interrupted while waiting: closing the connection drops any lock
-                self._pool.discard(conn)
-                raise
-            break
+        conn, got = self._retrying(lambda conn: self._lock(conn, instance_id, wait), keep=True)
         if not got:
             self._pool.put(conn)
             raise InstanceBusy(f"instance {instance_id} is busy (another heph process holds it); try again later",
                                instance_id=instance_id)
+        session = _PgSession(self, conn, instance_id)
         try:
-            yield _PgSession(self, conn, instance_id)
+            yield session
         finally:
-            try:
-                conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, %s))", (instance_id, self._seed))
-            except Exception:  # noqa: BLE001 - closing the connection releases the lock
-                self._pool.discard(conn)
-            else:
-                self._pool.put(conn)
+            self._unlock(session, instance_id)
+
+    def _unlock(self, session: _PgSession, instance_id: str) -> None:
+        conn = session._conn
+        if (session.lost is not None or conn.closed
+                or conn.info.transaction_status != _psycopg().pq.TransactionStatus.IDLE):
+            self._pool.discard(conn)  # closing the connection releases the lock, if the server still holds it
+            return
+        try:
+            conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, %s))", (instance_id, self._seed))
+        except Exception:  # noqa: BLE001 - closing the connection releases the lock
+            self._pool.discard(conn)
+        else:
+            self._pool.put(conn)
 
     def runs(self, instance_id: str) -> list[Instance]:
         rows = self._read(f"SELECT run, doc FROM {self._s}.runs WHERE id = %s ORDER BY run DESC", (instance_id,))
@@ -655,6 +878,7 @@ class PostgresStorage(Storage):
         next tick gets them."""
         owner = f"{os.uname().nodename}:{os.getpid()}:{os.urandom(6).hex()}"
         claimed: list[RunRef] = []
+        losses = self._losses
         try:
             while True:
                 refs = self.claim_due(now, batch, owner)
@@ -664,7 +888,9 @@ class PostgresStorage(Storage):
                 yield from refs
         finally:
             try:
-                self.release_claims(owner, claimed)
+                # after a lost connection, a claim_due whose answer was lost may have claimed rows
+                # this loop never saw: release every claim of this owner, not only the ones it got
+                self.release_claims(owner, claimed if self._losses == losses else None)
             except StorageError as exc:  # they expire after claim_ttl anyway
                 log.info("could not release claims of %s: %s", owner, exc)
 
@@ -683,16 +909,21 @@ class PostgresStorage(Storage):
         early once a timer or retry may be due: the earliest future due time stored (read again
         after each ``due``/``claim_due``) or one announced since by a NOTIFY has arrived. False
         on timeout. For ``heph worker`` between ticks (runs already due but skipped as busy do
-        not wake it: the next regular tick retries them)."""
+        not wake it: the next regular tick retries them).
+
+        A lost listening connection is reconnected (with the backoff of ``_retrying``, so this
+        may take longer than ``timeout``), then True: NOTIFYs sent meanwhile were missed, so
+        there may be work (``StorageError`` once reconnecting fails for ``reconnect_timeout``)."""
         psycopg = _psycopg()
         deadline = time.monotonic() + max(0.0, timeout)
+        listener = self._listener
+        if listener is not None and listener.closed:
+            return self._relisten("the connection is closed")
         try:
-            if self._listener is None or self._listener.closed:
-                self._listener = self._pool.connect()
-                self._listener.execute(f'LISTEN "{self.channel}"')
-                self._hint_fresh = False
+            if listener is None:
+                listener = self._listen()
             if not self._hint_fresh:
-                (earliest,) = self._listener.execute(
+                (earliest,) = listener.execute(
                     f"SELECT extract(epoch FROM min(next_due_at))::float8 FROM {self._s}.runs "
                     f"WHERE next_due_at > clock_timestamp()"
                 ).fetchone()
@@ -707,27 +938,109 @@ class PostgresStorage(Storage):
                     left = min(left, self._hint - time.time())
                 if left <= 0:
                     return self._hint is not None and self._hint <= time.time()
-                for note in self._listener.notifies(timeout=left, stop_after=1):
+                for note in listener.notifies(timeout=left, stop_after=1):
                     try:
                         due = float(note.payload)
                     except ValueError:
                         continue
                     self._hint = due if self._hint is None else min(self._hint, due)
         except psycopg.Error as exc:
-            if self._listener is not None:
-                self._pool.discard(self._listener)
-                self._listener = None
-            raise StorageError(f"PostgreSQL error while waiting for work: {_first_line(exc)}") from None
+            if listener is None or not _is_lost(listener, exc):
+                self._forget_listener()
+                self._raise(exc)
+            return self._relisten(_first_line(exc))
 
-    def close(self) -> None:
-        self._pool.close()
+    def _listen(self, outage: list[float] | None = None):
+        """A new connection listening on ``channel`` (retried like any operation): the listener."""
+        listen = f'LISTEN "{self.channel}"'
+        self._listener, _ = self._retrying(lambda conn: conn.execute(listen), keep=True, fresh=True, outage=outage)
+        self._hint_fresh = False  # the due times may have changed while no one listened
+        return self._listener
+
+    def _relisten(self, reason: str) -> bool:
+        self._forget_listener()
+        self._listen(self._outage(None, reason))
+        return True
+
+    def _forget_listener(self) -> None:
         if self._listener is not None:
             self._pool.discard(self._listener)
             self._listener = None
 
+    def unstorable(self, instance: Instance) -> str | None:
+        """Overrides ``Storage.unstorable``: PostgreSQL's ``jsonb`` cannot hold the character
+        U+0000 in a string (a key or a value); the message names the first place that does
+        (``context.steps.note.text``). A walk of the instance's strings, a few microseconds for
+        a small one; the path is only looked for when there is one."""
+        if not _has_nul(instance):
+            return None
+        where = _nul_path(instance.to_dict(), "")
+        return "PostgreSQL cannot store the character U+0000" + (f" (at {where})" if where else "")
 
-def _dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, allow_nan=False)
+    def close(self) -> None:
+        self._pool.close()
+        self._forget_listener()
+
+
+_dumps = json.JSONEncoder(ensure_ascii=False, allow_nan=False, check_circular=False).encode
+
+
+def _as_is(data: Any) -> Any:
+    """The ``dumps`` of a document encoded already (``_encode``)."""
+    return data
+
+
+_SCALARS = (int, float, type(None), datetime)
+
+
+def _has_nul(value: Any) -> bool:
+    """Whether a string in ``value`` (JSON data, or a dataclass such as an ``Instance``: its
+    fields), or a key of one of its objects, holds U+0000."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if isinstance(key, str) and "\x00" in key:
+                return True
+            if isinstance(item, str):
+                if "\x00" in item:
+                    return True
+            elif not isinstance(item, _SCALARS) and _has_nul(item):
+                return True
+        return False
+    if isinstance(value, (list, tuple)):
+        for item in value:
+            if isinstance(item, str):
+                if "\x00" in item:
+                    return True
+            elif not isinstance(item, _SCALARS) and _has_nul(item):
+                return True
+        return False
+    if hasattr(type(value), "__dataclass_fields__"):
+        return _has_nul(vars(value))
+    return False
+
+
+def _nul_path(value: Any, path: str) -> str | None:
+    """Where in the JSON data ``value`` the first string or key holding U+0000 is
+    (``context.initial.note``, ``history[2].error.message``, ``waits['a\\x00']``), or None."""
+    if isinstance(value, str):
+        return path if "\x00" in value else None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            name = str(key)
+            here = (f"{path}.{name}" if path else name) if name.isidentifier() else f"{path}[{name!r}]"
+            if "\x00" in name:
+                return here
+            found = _nul_path(item, here)
+            if found is not None:
+                return found
+    elif isinstance(value, (list, tuple)):
+        for n, item in enumerate(value):
+            found = _nul_path(item, f"{path}[{n}]")
+            if found is not None:
+                return found
+    return None
 
 
 __all__ = ["LATEST", "MIGRATIONS", "PostgresStorage", "redact"]
