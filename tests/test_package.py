@@ -49,7 +49,7 @@ def test_core_and_its_facades_never_load_the_runtime_or_the_cli():
         "    transitions = {Go: {'ok': Done}}\n"
         "class App:\n"
         "    def start(self, workflow, value, context=None, *, version=None, **options): return value\n"
-        "    def resume(self, instance_id, event, *, step=None, workflow=None): return event\n"
+        "    def resume(self, instance_id, event, data=None, *, step=None, buffer=False, workflow=None): return event\n"
         "    def get(self, instance_id, *, workflow=None): return instance_id\n"
         "    def list(self, *, workflow=None, **filters): return []\n"
         "    def cancel(self, instance_id, *, workflow=None): return instance_id\n"

@@ -143,11 +143,25 @@ def test_paymentflow_waits_then_fulfils_on_confirmation(shop):
     assert inst.waiting == ["wait_for_payment"]
     assert inst.runtime_metadata == {"provider": "acmepay"}
     assert inst.context.steps["request_payment"]["request_id"] == "req-pay1"
-    inst = run(d, engine.resume(d, inst, "payment_confirmed", NOW + timedelta(minutes=5)))
+    assert inst.waits["wait_for_payment"]["kind"] == "deadline"
+    assert inst.next_due_at == NOW + timedelta(days=3)
+    inst = run(d, engine.resume(d, inst, "payment_confirmed", NOW + timedelta(minutes=5),
+                                data={"transaction_id": "tx-981"}))
     assert inst.status == "completed"
     assert path(inst) == ["request_payment", "wait_for_payment", "wait_for_payment", "fulfil_order", "done"]
     assert outcomes(inst, "wait_for_payment") == [("async", 1), ("resumed", 1)]
-    assert inst.context.steps["fulfil_order"] == {"order": "order42", "paid": 4999}
+    assert inst.context.steps["fulfil_order"] == {"order": "order42", "paid": 4999, "transaction_id": "tx-981"}
+
+
+def test_paymentflow_gives_up_after_its_deadline(shop):
+    payments = shop("payments")
+    d, inst = start(payments.PaymentFlow, "pay3", context("payment"))
+    fired, actions = engine.fire_due(d, inst, NOW + timedelta(days=3))
+    assert [a["kind"] for a in actions] == ["deadline"]
+    inst = run(d, fired)
+    assert inst.status == "completed"
+    assert path(inst) == ["request_payment", "wait_for_payment", "wait_for_payment", "release_stock", "done"]
+    assert [h.event for h in inst.history if h.step == "wait_for_payment"] == [None, "payment_expired"]
 
 
 def test_paymentflow_compensates_on_failure(shop):

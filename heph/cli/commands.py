@@ -18,7 +18,16 @@ from typing import Iterator, List, NoReturn, Optional
 
 from heph.cli.project import Project, find_config, import_workflows, load_project, read_context
 from heph.cli.text import error_line, printable, when
-from heph.errors import CliError, HephError, MaybeApplied, OutputFailed, StorageError, UnknownWorkflow, UsageError
+from heph.errors import (
+    CliError,
+    HephError,
+    InvalidContext,
+    MaybeApplied,
+    OutputFailed,
+    StorageError,
+    UnknownWorkflow,
+    UsageError,
+)
 
 
 class Options:
@@ -272,11 +281,12 @@ def _describe(inst, verb: str) -> str:
     return printable(line)
 
 
-def _answer(json_out: bool, inst, verb: str) -> None:
-    """Print what a command did to ``inst``; a failure it reports is not repeated as a warning."""
+def _answer(json_out: bool, inst, verb: str, **extra: object) -> None:
+    """Print what a command did to ``inst`` (``extra``: more keys for ``--json``); a failure it
+    reports is not repeated as a warning."""
     if inst.error:
         WARNINGS.drop(f"step {inst.error.get('step')} of {inst.id} failed")
-    emit(json_out, _summary(inst), _describe(inst, verb), changed=inst.id)
+    emit(json_out, {**_summary(inst), **extra}, _describe(inst, verb), changed=inst.id)
 
 
 def _terminal() -> bool:
@@ -355,9 +365,10 @@ def start(workflow: str, value: Optional[str] = None, context: Optional[str] = N
         _answer(json_out, inst, "started")
 
 
-def resume(args: List[str], step: Optional[str] = None, full_id: Optional[str] = None,
+def resume(args: List[str], step: Optional[str] = None, data: Optional[str] = None,
+           data_file: Optional[str] = None, buffer: bool = False, full_id: Optional[str] = None,
            json_out: bool = False) -> None:
-    """Resume a waiting instance with EVENT."""
+    """Resume a waiting instance with EVENT (and its data)."""
     with refusals(json_out):
         if full_id is not None and len(args) in (1, 2):
             workflow, value, event = (args[0] if len(args) == 2 else None), None, args[-1]
@@ -365,10 +376,19 @@ def resume(args: List[str], step: Optional[str] = None, full_id: Optional[str] =
             workflow, value, event = args
         else:
             raise UsageError("usage: heph resume WORKFLOW VALUE EVENT  (or: heph resume --id FULL_ID EVENT)")
+        payload = read_context(data_file, data, what="event data", options=("--data-file", "--data"),
+                               error=InvalidContext)
         project, _ = current_project()
         instance_id, cls = _target(workflow, value, full_id)
-        inst = _app(project).resume(instance_id, event, step=step, workflow=cls)
-        _answer(json_out, inst, "resumed")
+        delivery = _app(project).deliver(instance_id, event, payload, step=step, buffer=buffer, workflow=cls)
+        inst = delivery.instance
+        if delivery.outcome == "buffered":
+            emit(json_out, {**_summary(inst), "outcome": "buffered", "inbox": len(inst.inbox)},
+                 printable(f"buffered {event} for {inst.id} ({inst.workflow} v{inst.version}): "
+                           f"{len(inst.inbox)} event(s) in its inbox, delivered when a step that declares "
+                           f"{event} pauses"), changed=inst.id)
+            return
+        _answer(json_out, inst, "resumed", outcome="resumed")
 
 
 def show(workflow: Optional[str] = None, value: Optional[str] = None, full_id: Optional[str] = None,

@@ -43,11 +43,18 @@ def resume(
         metavar="WORKFLOW VALUE EVENT", help="WORKFLOW VALUE EVENT, or EVENT with --id.")],
     step: Annotated[Optional[str], typer.Option(
         "--step", help="The waiting step to resume when several accept EVENT.")] = None,
+    data: Annotated[Optional[str], typer.Option(
+        "--data", metavar="JSON", help="The event's data, a JSON object: the resumed step's context entry.")] = None,
+    data_file: Annotated[Optional[str], typer.Option(
+        "--data-file", metavar="FILE", help="The event's data from a JSON file ('-' for stdin).")] = None,
+    buffer: Annotated[bool, typer.Option(
+        "--buffer", help="If no step waits for EVENT yet, keep it in the instance's inbox until one does.")] = False,
     full_id: IdOption = None,
     json_out: JsonOption = False,
 ) -> None:
-    """Resume a waiting instance with EVENT."""
-    commands.resume(args=args, step=step, full_id=full_id, json_out=json_out)
+    """Resume a waiting instance with EVENT (and its data)."""
+    commands.resume(args=args, step=step, data=data, data_file=data_file, buffer=buffer, full_id=full_id,
+                    json_out=json_out)
 
 
 @cli.command()

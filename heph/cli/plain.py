@@ -68,6 +68,8 @@ def show(write: Write, inst: Instance, runs: int = 1, metadata: dict | None = No
     out = [f"{_pad(k, key_size)}  {v}" for k, v in head]
     if inst.waits:
         out += table(text.WAIT_COLUMNS, text.wait_rows(inst), title="waiting")
+    if inst.inbox:
+        out += table(text.INBOX_COLUMNS, text.inbox_rows(inst), title="inbox (buffered events)", right=("#",))
     out += panel(text.json_text({"initial": inst.context.initial, "steps": inst.context.steps}), "context")
     if inst.runtime_metadata:
         out += panel(text.json_text(inst.runtime_metadata), "runtime metadata")

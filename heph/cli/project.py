@@ -10,7 +10,7 @@ import sys
 import traceback
 from pathlib import Path
 
-from heph.errors import CliError
+from heph.errors import CliError, HephError
 
 CONFIG_NAME = "heph.yaml"
 MAX_CONFIG_BYTES = 1024 * 1024
@@ -217,12 +217,16 @@ def _split_location(problem: str) -> tuple[str, int, str]:
     return match.group(1), int(match.group(2)), match.group(3)
 
 
-def read_context(file: str | None, inline: str | None) -> dict | None:
-    """The start context from ``--context FILE|-`` or ``--context-json``; ``CliError`` if unusable."""
+def read_context(file: str | None, inline: str | None, *, what: str = "context",
+                 options: tuple[str, str] = ("--context", "--context-json"),
+                 error: type[HephError] = CliError) -> dict | None:
+    """A JSON object from ``--context FILE|-`` or ``--context-json`` (the two ``options``; for
+    event data, ``--data-file`` and ``--data``), or None if neither is given; ``error`` (one
+    line) if it is unusable."""
     if file is not None and inline is not None:
-        raise CliError("give either --context or --context-json, not both")
+        raise CliError(f"give either {options[0]} or {options[1]}, not both")
     if inline is not None:
-        return parse_context(inline.encode("utf-8", "surrogatepass"), "--context-json")
+        return parse_context(inline.encode("utf-8", "surrogatepass"), options[1], what, error)
     if file is None:
         return None
     if file == "-":
@@ -233,19 +237,19 @@ def read_context(file: str | None, inline: str | None) -> dict | None:
             with open(file, "rb") as fh:
                 data = fh.read(MAX_CONTEXT_BYTES + 1)
         except OSError as exc:
-            raise CliError(f"cannot read context file {file}: {exc.strerror}") from None
+            raise error(f"cannot read {what} file {file}: {exc.strerror}") from None
         source = file
-    return parse_context(data, source)
+    return parse_context(data, source, what, error)
 
 
-def parse_context(data: bytes, source: str) -> dict:
+def parse_context(data: bytes, source: str, what: str = "context", error: type[HephError] = CliError) -> dict:
     """Strict JSON: UTF-8, no NaN/Infinity, no duplicate keys, an object at the top."""
     if len(data) > MAX_CONTEXT_BYTES:
-        raise CliError(f"the context in {source} is larger than {MAX_CONTEXT_BYTES // (1024 * 1024)} MB")
+        raise error(f"the {what} in {source} is larger than {MAX_CONTEXT_BYTES // (1024 * 1024)} MB")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise CliError(f"the context in {source} is not valid UTF-8 (byte {exc.start})") from None
+        raise error(f"the {what} in {source} is not valid UTF-8 (byte {exc.start})") from None
 
     def no_constants(name: str):
         raise ValueError(f"{name} is not valid JSON")
@@ -261,14 +265,14 @@ def parse_context(data: bytes, source: str) -> dict:
     try:
         value = json.loads(text, parse_constant=no_constants, object_pairs_hook=no_duplicates)
     except json.JSONDecodeError as exc:
-        raise CliError(f"the context in {source} is not valid JSON: {exc.msg} "
-                       f"at line {exc.lineno}, column {exc.colno}") from None
+        raise error(f"the {what} in {source} is not valid JSON: {exc.msg} "
+                    f"at line {exc.lineno}, column {exc.colno}") from None
     except ValueError as exc:
-        raise CliError(f"the context in {source} is not valid JSON: {exc}") from None
+        raise error(f"the {what} in {source} is not valid JSON: {exc}") from None
     except RecursionError:
-        raise CliError(f"the context in {source} is nested too deeply") from None
+        raise error(f"the {what} in {source} is nested too deeply") from None
     if not isinstance(value, dict):
-        raise CliError(f"the context in {source} must be a JSON object ({{...}}), got a JSON {type(value).__name__}")
+        raise error(f"the {what} in {source} must be a JSON object ({{...}}), got a JSON {type(value).__name__}")
     return value
 
 

@@ -121,6 +121,9 @@ def show(out, inst: Instance, runs: int = 1, metadata: dict | None = None) -> No
     if inst.waits:
         out.print(_table(text.WAIT_COLUMNS, text.wait_rows(inst), room(out), text.WAIT_DROPPED_FIRST,
                          title="waiting"))
+    if inst.inbox:
+        out.print(_table(text.INBOX_COLUMNS, text.inbox_rows(inst), room(out), text.INBOX_DROPPED_FIRST,
+                         title="inbox (buffered events)"))
     out.print(Panel(_json({"initial": inst.context.initial, "steps": inst.context.steps}), title="context",
                     title_align="left", expand=False))
     if inst.runtime_metadata:

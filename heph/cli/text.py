@@ -3,6 +3,7 @@ stored strings made safe to print."""
 
 from __future__ import annotations
 
+import json
 from datetime import date, datetime, timezone
 
 # C0 and C1 control characters (ESC, BEL, CR, CSI, ...) shown as \xNN: stored text (an error
@@ -71,6 +72,7 @@ def error_line(error: dict) -> str:
 
 LIST_COLUMNS = ("id", "workflow", "version", "status", "waiting", "next due (UTC)", "created (UTC)")
 WAIT_COLUMNS = ("step", "kind", "attempt", "since (UTC)", "due (UTC)")
+INBOX_COLUMNS = ("#", "event", "received (UTC)", "data")
 HISTORY_COLUMNS = ("#", "step", "outcome", "event", "attempt", "finished (UTC)", "duration")
 RIGHT_ALIGNED = ("#", "attempt", "duration")
 
@@ -78,6 +80,7 @@ RIGHT_ALIGNED = ("#", "attempt", "duration")
 # and gh do, so that an id or a step key is never wrapped or cut; the columns not named stay.
 LIST_DROPPED_FIRST = ("version", "next due (UTC)", "waiting", "created (UTC)", "workflow")
 WAIT_DROPPED_FIRST = ("attempt", "since (UTC)", "due (UTC)")
+INBOX_DROPPED_FIRST = ("#", "received (UTC)")
 HISTORY_DROPPED_FIRST = ("attempt", "event", "#", "duration", "finished (UTC)")
 
 
@@ -109,8 +112,6 @@ def head_rows(inst, runs: int = 1, metadata: dict | None = None) -> list[tuple[s
             ("run", inst.run + (f"  ({runs} runs of this id: heph list --id {inst.id})" if runs > 1 else "")),
             ("created", when(inst.created_at, utc=True)), ("updated", when(inst.updated_at, utc=True))]
     if metadata:
-        import json
-
         rows.insert(2, ("metadata", json.dumps(metadata, ensure_ascii=False, default=str)))
     if inst.active:
         rows.append(("active", ", ".join(a["step"] for a in inst.active)))
@@ -121,10 +122,21 @@ def head_rows(inst, runs: int = 1, metadata: dict | None = None) -> list[tuple[s
 
 
 def wait_rows(inst) -> list[tuple[str, ...]]:
-    """One printable row per waiting step (``WAIT_COLUMNS``)."""
-    return [tuple(printable(c) for c in (key, wait["kind"], wait.get("attempt", 1), _stamp(wait.get("since")),
+    """One printable row per waiting step (``WAIT_COLUMNS``); a deadline names the event it fires."""
+    return [tuple(printable(c) for c in (key, _kind(wait), wait.get("attempt", 1), _stamp(wait.get("since")),
                                           _stamp(wait.get("due_at"))))
             for key, wait in inst.waits.items()]
+
+
+def _kind(wait: dict) -> str:
+    return f"deadline ({wait.get('event')})" if wait["kind"] == "deadline" else wait["kind"]
+
+
+def inbox_rows(inst) -> list[tuple[str, ...]]:
+    """One printable row per buffered event, oldest first (``INBOX_COLUMNS``)."""
+    return [tuple(printable(c) for c in (n, entry["event"], _stamp(entry["received_at"]),
+                                          json.dumps(entry["data"], ensure_ascii=False, sort_keys=True)))
+            for n, entry in enumerate(inst.inbox, 1)]
 
 
 def history_rows(inst, today: date | None = None) -> list[tuple[str, ...]]:

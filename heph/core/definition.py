@@ -79,6 +79,10 @@ class WorkflowDefinition:
         """The events the step ``key`` declares."""
         return list(getattr(self.steps[key], "events"))  # noqa: B009  # steps are checked step classes
 
+    def all_events(self) -> set[str]:
+        """Every event some step of this version declares."""
+        return {event for key in self.steps for event in self.events_of(key)}
+
     def successors(self, key: str) -> list[str]:
         """The steps an edge from ``key`` leads to, in declaration order."""
         seen: dict[str, None] = {}

@@ -235,9 +235,14 @@ def apply_outcome(
             "since": to_iso(finished_at),
             "due_at": None,
         }
-        if issubclass(definition.steps[key], Wait) and entry.get("config"):
+        step = definition.steps[key]
+        if issubclass(step, Wait) and entry.get("config"):
             wait["kind"] = "timer"
             wait["due_at"] = to_iso(Wait.due_at(entry["config"], started_at))
+        elif (deadline := getattr(step, "deadline", None)) is not None:
+            wait["kind"] = "deadline"
+            wait["due_at"] = to_iso(deadline.due_at(finished_at))
+            wait["event"] = deadline.event
         out.waits[key] = wait
     else:
         error = {"type": outcome.type, "message": outcome.message, "traceback": outcome.traceback, "step": key}
@@ -261,7 +266,20 @@ def apply_outcome(
             out.error = error
     out.updated_at = finished_at
     _settle(definition, out)
+    if isinstance(outcome, Paused):
+        return _deliver(definition, out, key, finished_at)
     return out
+
+
+def _deliver(definition: WorkflowDefinition, instance: Instance, key: str, now: datetime) -> Instance:
+    """Hand the oldest buffered event that the just-paused step ``key`` declares to it."""
+    accepted = definition.events_of(key)
+    for n, entry in enumerate(instance.inbox):
+        if entry["event"] in accepted:
+            out = instance.copy()
+            del out.inbox[n]
+            return _resume_step(definition, out, key, entry["event"], now, entry["data"])
+    return instance
 
 
 def _complete(definition: WorkflowDefinition, out: Instance, key: str, targets: tuple[Target, ...]) -> None:
@@ -307,15 +325,30 @@ def _status(out: Instance) -> str:
 # -- events, timers, cancel, retry ---------------------------------------------------
 
 
+EVENT_WAITS = ("event", "deadline", "timer")  # the waits an event can resume (not a retry)
+
+
 def resume(
-    definition: WorkflowDefinition, instance: Instance, event: str, now: datetime, step: str | None = None
+    definition: WorkflowDefinition, instance: Instance, event: str, now: datetime, step: str | None = None,
+    data: dict | None = None, buffer: bool = False,
 ) -> Instance:
-    """Hand ``event`` to the waiting step that declares it; ``InvalidEvent`` if none or ambiguous."""
+    """Hand ``event`` (with ``data``, the resumed step's context entry) to the waiting step that
+    declares it; ``InvalidEvent`` if none or ambiguous. With ``buffer``, an event no waiting step
+    accepts yet goes to the inbox (``buffered``), if some step of the version declares it."""
     facts = {"instance_id": instance.id, "event": event, "step": step}
+    if buffer:
+        if not instance.is_active:
+            raise InvalidEvent(f"instance {instance.id} has finished (status: {instance.status}); "
+                               f"an event cannot be buffered for it", **facts)
+        if event not in definition.all_events():
+            raise InvalidEvent(f"no step of {instance.workflow} v{instance.version} declares {event!r}; "
+                               f"nothing to buffer it for", candidates=[], **facts)
+        if not accepting(definition, instance, event, step):
+            return buffered(instance, event, data, now)
     if instance.status != "waiting":
         raise InvalidEvent(f"instance {instance.id} is not waiting (status: {instance.status}); nothing to resume",
                            **facts)
-    eligible = {k: w for k, w in instance.waits.items() if w["kind"] in ("event", "timer")}
+    eligible = {k: w for k, w in instance.waits.items() if w["kind"] in EVENT_WAITS}
     if step is not None:
         if step not in eligible:
             raise InvalidEvent(f"step {step!r} of {instance.id} is not waiting for an event; "
@@ -333,7 +366,23 @@ def resume(
         raise InvalidEvent(f"event {event!r} is accepted by several waiting steps of {instance.id} "
                            f"({', '.join(candidates)}): pick one with step= (CLI: --step KEY)",
                            candidates=candidates, **facts)
-    return _resume_step(definition, instance, candidates[0], event, now)
+    return _resume_step(definition, instance, candidates[0], event, now, {} if data is None else data)
+
+
+def accepting(definition: WorkflowDefinition, instance: Instance, event: str, step: str | None = None) -> list[str]:
+    """The waiting steps of ``instance`` that would take ``event`` now (``step``: only that one)."""
+    if instance.status != "waiting":
+        return []
+    return [k for k, w in instance.waits.items()
+            if w["kind"] in EVENT_WAITS and (step is None or k == step) and event in definition.events_of(k)]
+
+
+def buffered(instance: Instance, event: str, data: dict | None, now: datetime) -> Instance:
+    """``instance`` with ``event`` (and its data) appended to its inbox."""
+    out = instance.copy()
+    out.inbox.append({"event": event, "data": {} if data is None else data, "received_at": to_iso(now)})
+    out.updated_at = now
+    return out
 
 
 def _accepts(definition: WorkflowDefinition, waits: dict) -> str:
@@ -342,9 +391,13 @@ def _accepts(definition: WorkflowDefinition, waits: dict) -> str:
     return "; ".join(f"{k} accepts {', '.join(definition.events_of(k))}" for k in waits)
 
 
-def _resume_step(definition: WorkflowDefinition, instance: Instance, key: str, event: str, now: datetime) -> Instance:
+def _resume_step(definition: WorkflowDefinition, instance: Instance, key: str, event: str, now: datetime,
+                 data: dict | None = None) -> Instance:
+    """Resume the waiting step ``key`` with ``event``; ``data`` (if not None) becomes its context entry."""
     out = instance.copy()
     wait = out.waits.pop(key)
+    if data is not None:
+        out.context.steps[key] = data
     since = datetime.fromisoformat(wait["since"])
     duration = round((now - since).total_seconds() * 1000, 3)
     base = {"step": key, "attempt": wait["attempt"], "started_at": since, "finished_at": now}
@@ -370,13 +423,16 @@ def due(instance: Instance, now: datetime) -> list[str]:
 
 
 def fire_due(definition: WorkflowDefinition, instance: Instance, now: datetime) -> tuple[Instance, list[dict]]:
-    """Fire every due timer (resume with ``timeout``) and due retry (re-activate the step)."""
+    """Fire every due timer (resume with ``timeout``), deadline (resume with its event) and due
+    retry (re-activate the step)."""
     out = instance
     fired = []
     for key in due(instance, now):
         wait = out.waits[key]
         if wait["kind"] == "timer":
             out = _resume_step(definition, out, key, "timeout", now)
+        elif wait["kind"] == "deadline":
+            out = _resume_step(definition, out, key, wait.get("event", "timeout"), now)
         else:
             out = out.copy()
             out.waits.pop(key)

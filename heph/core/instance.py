@@ -25,10 +25,11 @@ FORMAT_VERSION = 1
 STATUSES = ("pending", "running", "waiting", "completed", "failed", "cancelled")
 ACTIVE_STATUSES = ("pending", "running", "waiting")
 OUTCOMES = ("completed", "async", "resumed", "failed", "cancelled")
-WAIT_KINDS = ("event", "timer", "retry")
+WAIT_KINDS = ("event", "timer", "retry", "deadline")
 HEAD_FIELDS = ("format", "id", "run", "workflow", "version", "scope", "status", "created_at", "updated_at",
                "next_due_at",
-               "context", "runtime_metadata", "active", "waits", "arrived", "completed", "failed", "error", "lease")
+               "context", "runtime_metadata", "active", "waits", "arrived", "completed", "failed", "error", "lease",
+               "inbox")
 
 _WORKFLOW_NAME_RE = re.compile(r"[a-z][a-z0-9_]*\Z")  # SPEC: workflow names match [a-z][a-z0-9_]*
 # Run ids are made by ``new_run_id`` (``20261126T001712123456-a1b2c3``); tests use short names.
@@ -117,8 +118,10 @@ class Instance:
     """One run of a workflow.
 
     ``active`` lists the steps ready to run (``{"step", "config", "attempt", "first_attempt"}``);
-    ``waits`` maps each paused step to ``{"kind": "event"|"timer"|"retry", "config", "attempt",
-    "first_attempt", "since", "due_at"}``; ``arrived`` holds join targets reached by some but
+    ``waits`` maps each paused step to ``{"kind": "event"|"deadline"|"timer"|"retry", "config",
+    "attempt", "first_attempt", "since", "due_at"}`` (``deadline``: an event wait with a due
+    time, its step's ``Deadline``); ``inbox`` holds buffered events not yet delivered
+    (``{"event", "data", "received_at"}``, oldest first); ``arrived`` holds join targets reached by some but
     not yet all branches; ``failed`` is the step to re-run on ``retry``. ``run`` identifies
     this run among the runs that shared the id over time. ``scope`` is the uniqueness scope
     of its workflow when the run was created (``heph.core.uniqueness`` reads it).
@@ -142,6 +145,7 @@ class Instance:
     error: dict | None = None
     lease: dict | None = None
     scope: str = "workflow"
+    inbox: list[dict] = field(default_factory=list)
 
     @property
     def waiting(self) -> list[str]:
@@ -186,6 +190,7 @@ class Instance:
             error=self.error,
             lease=self.lease,
             scope=self.scope,
+            inbox=list(self.inbox),
         )
 
     def deepcopy(self) -> Instance:
@@ -197,7 +202,8 @@ class Instance:
         return (FORMAT_VERSION, self.id, self.run, self.workflow, self.version, self.scope, self.status,
                 to_iso(self.created_at), to_iso(self.updated_at), to_iso(self.next_due_at),
                 {"initial": self.context.initial, "steps": self.context.steps}, self.runtime_metadata,
-                self.active, self.waits, self.arrived, self.completed, self.failed, self.error, self.lease)
+                self.active, self.waits, self.arrived, self.completed, self.failed, self.error, self.lease,
+                self.inbox)
 
     def to_dict(self, history: bool = True) -> dict:
         """Plain JSON data, with a format version (without ``history``: all but the history)."""
@@ -249,6 +255,7 @@ class Instance:
         waits = _dict(data.get("waits", {}), "", "waits")
         completed = _list(data.get("completed", []), "", "completed")
         history = _list(data.get("history", []), "", "history")
+        inbox = _list(data.get("inbox", []), "", "inbox")
         return cls(
             id=instance_id,
             run=run,
@@ -267,6 +274,7 @@ class Instance:
             failed=_failed(data.get("failed"), "failed"),
             error=_error(data.get("error"), "", "error"),
             lease=_lease(data.get("lease"), "lease"),
+            inbox=[_inbox_entry(entry, _at("inbox", n)) for n, entry in enumerate(inbox)],
             history=[_history_entry(entry, _at("history", n)) for n, entry in enumerate(history)],
         )
 
@@ -396,8 +404,8 @@ def _active(entry: object, where: str) -> dict:
 
 def _wait(wait: object, where: str) -> dict:
     """A paused step: ``{"kind", "config", "attempt", "first_attempt", "since", "due_at"}``
-    (``last_error`` for retries). ``since`` is the time it paused; ``due_at`` is required (a
-    time) for timers and retries, a time or null for events."""
+    (``last_error`` for retries, ``event`` for deadlines). ``since`` is the time it paused;
+    ``due_at`` is required (a time) for timers, deadlines and retries, a time or null for events."""
     wait = _dict(wait, where)
     kind = _choice(_need(wait, "kind", where), WAIT_KINDS, where, "kind")
     _config(wait.get("config"), where, "config")
@@ -412,6 +420,8 @@ def _wait(wait: object, where: str) -> dict:
         raise MalformedDocument(_at(where, "due_at"), f"a {kind} needs a due time, got null")
     if "last_error" in wait:
         _error(wait["last_error"], where, "last_error")
+    if kind == "deadline":
+        _str(_need(wait, "event", where), where, "event")
     return wait
 
 
@@ -465,6 +475,15 @@ def _lease(lease: object, where: str) -> dict | None:
         _wrong(lease["host"], "a string", where, "host")
     _time(_need(lease, "since", where), where, "since")
     return lease
+
+
+def _inbox_entry(entry: object, where: str) -> dict:
+    """A buffered event: ``{"event", "data", "received_at"}`` (data an object)."""
+    entry = _dict(entry, where)
+    _str(_need(entry, "event", where), where, "event")
+    _dict(_need(entry, "data", where), where, "data")
+    _time(_need(entry, "received_at", where), where, "received_at")
+    return entry
 
 
 def _history_entry(data: object, where: str) -> HistoryEntry:

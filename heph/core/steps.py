@@ -76,6 +76,37 @@ class Retry:
         return float(min(raw, self.max_delay))
 
 
+@dataclass(frozen=True)
+class Deadline:
+    """How long a paused step waits for an event before it is resumed with ``event`` itself
+    (set as ``deadline = Deadline(hours=24)`` on a step class; ``event`` must be one of the
+    step's ``events``). The duration counts from the moment the step paused."""
+
+    seconds: float = 0
+    minutes: float = 0
+    hours: float = 0
+    days: float = 0
+    event: str = "timeout"
+
+    @property
+    def total_seconds(self) -> float:
+        return float(self.seconds + 60 * self.minutes + 3600 * self.hours + 86400 * self.days)
+
+    def problems(self) -> list[str]:
+        """Every way this deadline is invalid on its own (empty when valid)."""
+        found = [f"{name} must be a number >= 0, got {getattr(self, name)!r}"
+                 for name in ("seconds", "minutes", "hours", "days")
+                 if not _is_number(getattr(self, name)) or getattr(self, name) < 0]
+        if not found and not self.total_seconds > 0:
+            found.append("its duration must be more than 0 (give seconds=, minutes=, hours= or days=)")
+        if not isinstance(self.event, str) or not self.event:
+            found.append(f"event must be a non-empty string, got {self.event!r}")
+        return found
+
+    def due_at(self, paused_at: datetime) -> datetime:
+        return paused_at + timedelta(seconds=self.total_seconds)
+
+
 def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -104,6 +135,7 @@ class Step:
     events: ClassVar[list[str]] = []
     key: ClassVar[str]
     retry: ClassVar[Retry | None] = None
+    deadline: ClassVar[Deadline | None] = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

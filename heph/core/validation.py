@@ -26,7 +26,7 @@ from heph.core.graph import (
 from heph.core.graph import find_cycle as find_cycle  # re-exported: the walks used to live here
 from heph.core.ids import KEY_RE
 from heph.core.jsonsafe import json_safe_problem
-from heph.core.steps import Done, Retry, Wait, step_key
+from heph.core.steps import Deadline, Done, Retry, Wait, step_key
 
 NAME_RE = re.compile(r"[a-z][a-z0-9_]*\Z")
 STEP_KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
@@ -158,6 +158,24 @@ def check_step_retry(step: type) -> list[str]:
     return [f"step {describe(step)} retry: {found}" for found in retry.problems()]
 
 
+def check_step_deadline(step: type) -> list[str]:
+    """The step's ``deadline``, if any, is a valid ``Deadline`` whose event the step declares
+    (so the graph gives that event a transition); a ``Wait`` has its own timer instead."""
+    deadline = getattr(step, "deadline", None)
+    if deadline is None:
+        return []
+    if not isinstance(deadline, Deadline):
+        return [f"step {describe(step)} has deadline {deadline!r}: use heph.Deadline(...)"]
+    if issubclass(step, Wait):
+        return [f"step {describe(step)} is a Wait, whose timer is its deadline: remove deadline"]
+    found = [f"step {describe(step)} deadline: {problem}" for problem in deadline.problems()]
+    events = getattr(step, "events", None)
+    if not found and isinstance(events, list) and deadline.event not in events:
+        found.append(f"step {describe(step)} deadline event {deadline.event!r} is not one of its events "
+                     f"{events}: add it to events (and give it a transition)")
+    return found
+
+
 def check_step_class(step: object) -> tuple[bool, list[str]]:
     """Whether ``step`` is a usable step class, and every problem with it."""
     if not isinstance(step, type):
@@ -165,7 +183,8 @@ def check_step_class(step: object) -> tuple[bool, list[str]]:
     events, execute, key = check_step_events(step), check_step_execute(step), check_step_key(step)
     # A repeated event or a bad retry policy is reported, but the step is still usable for the graph rules.
     repeated = [] if events else check_step_events_unique(step)
-    return not (events or execute or key), events + repeated + execute + key + check_step_retry(step)
+    return not (events or execute or key), (events + repeated + execute + key + check_step_retry(step)
+                                            + check_step_deadline(step))
 
 
 def config_problems(step: type, config: object, where: str) -> list[str]:

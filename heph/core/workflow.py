@@ -124,9 +124,12 @@ class Facade:
         return cls._app().start(cls, value, context, version=version, **options)
 
     @classmethod
-    def resume(cls, value: str, event: str, *, step: str | None = None):
-        """Hand ``event`` to the waiting instance for ``value``; returns the updated instance."""
-        return cls._app().resume(cls.instance_id(value), event, step=step, workflow=cls)
+    def resume(cls, value: str, event: str, data: dict | None = None, *, step: str | None = None,
+               buffer: bool = False):
+        """Hand ``event`` (and ``data``, the resumed step's context entry) to the waiting instance
+        for ``value``; with ``buffer``, keep it in the inbox if no step waits for it yet; returns
+        the updated instance."""
+        return cls._app().resume(cls.instance_id(value), event, data, step=step, buffer=buffer, workflow=cls)
 
     @classmethod
     def get(cls, value: str):

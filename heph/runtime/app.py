@@ -10,7 +10,7 @@ import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, NamedTuple
 
 from heph.core import engine, uniqueness
 from heph.core.current import current_app, use
@@ -39,7 +39,7 @@ from heph.runtime.clock import SystemClock
 from heph.runtime.storage.base import Session, Storage
 from heph.runtime.telemetry import emit, listening
 
-__all__ = ["Hephaestus", "check_context", "current_app", "new_run_id", "pick_run", "use"]
+__all__ = ["Delivery", "Hephaestus", "check_context", "current_app", "new_run_id", "pick_run", "use"]
 
 log = logging.getLogger("heph")
 
@@ -76,18 +76,19 @@ def _stamp_of(run: str) -> datetime | None:
         return None
 
 
-def check_context(context: object) -> dict:
-    """The start context as plain JSON data, or ``InvalidContext`` saying what is wrong."""
+def check_context(context: object, what: str = "the start context") -> dict:
+    """The start context (or an event's data: ``what``) as plain JSON data, or
+    ``InvalidContext`` saying what is wrong: a JSON object, JSON-safe, at most 2 MB encoded."""
     if context is None:
         return {}
     if not isinstance(context, dict):
-        raise InvalidContext(f"the start context must be a JSON object (a dict), got {type(context).__name__}")
+        raise InvalidContext(f"{what} must be a JSON object (a dict), got {type(context).__name__}")
     try:
         plain = to_json(context)
     except NotJsonSafe as exc:
-        raise InvalidContext(f"the start context is not JSON-serialisable: {exc}") from None
+        raise InvalidContext(f"{what} is not JSON-serialisable: {exc}") from None
     if len(json.dumps(plain, ensure_ascii=False).encode("utf-8", "surrogatepass")) > MAX_CONTEXT_BYTES:
-        raise InvalidContext(f"the start context is larger than {MAX_CONTEXT_BYTES // (1024 * 1024)} MB of JSON")
+        raise InvalidContext(f"{what} is larger than {MAX_CONTEXT_BYTES // (1024 * 1024)} MB of JSON")
     return plain  # type: ignore[return-value]
 
 
@@ -292,24 +293,40 @@ class Hephaestus:
             return self._drive(session, definition, instance, "start", [("workflow.start", _payload(instance))],
                                new=True)
 
-    def resume(self, instance_id: str, event: str, *, step: str | None = None, workflow: Any = None) -> Instance:
+    def resume(self, instance_id: str, event: str, data: dict | None = None, *, step: str | None = None,
+               buffer: bool = False, workflow: Any = None) -> Instance:
         """Hand ``event`` to the waiting step that declares it; returns the updated instance.
 
-        ``InvalidEvent`` (and nothing written) if the instance is not waiting or no waiting step
-        accepts ``event``.
+        ``data`` (a JSON object, at most 2 MB; ``InvalidContext`` otherwise) becomes the resumed
+        step's entry in ``context.steps`` (``{}`` without data). ``InvalidEvent`` (and nothing
+        written) if the instance is not waiting or no waiting step accepts ``event`` — unless
+        ``buffer``: then an event that some step of the instance's version declares is kept in
+        its inbox (``Instance.inbox``) and delivered when such a step pauses.
         """
+        return self.deliver(instance_id, event, data, step=step, buffer=buffer, workflow=workflow).instance
+
+    def deliver(self, instance_id: str, event: str, data: dict | None = None, *, step: str | None = None,
+                buffer: bool = False, workflow: Any = None) -> Delivery:
+        """``resume``, saying what became of the event: ``Delivery(instance, outcome)``, outcome
+        ``"resumed"`` (a waiting step took it) or ``"buffered"`` (kept in the inbox)."""
         if not isinstance(event, str) or not event:
             raise InvalidEvent(f"invalid event {event!r}: give the event name as a non-empty string",
                                instance_id=instance_id, event=event)
+        plain = check_context(data, "the event data")
         with self._existing(instance_id, workflow) as (session, instance):
             now = self.clock.now()
             instance = self._recover(session, instance, now)
             definition = self.definition_of(instance)
-            resumed = engine.resume(definition, instance, event, now, step)
+            resumed = engine.resume(definition, instance, event, now, step, plain, buffer)
+            if plain and (why := self.storage.unstorable(resumed)) is not None:
+                raise InvalidContext(f"the event data cannot be stored: {why}")
+            if len(resumed.inbox) > len(instance.inbox):  # buffered: nothing runs now
+                session.update(resumed)
+                return Delivery(resumed, "buffered")
             if resumed.status == "running":
                 resumed = engine.begin(resumed, now, self._lease(now))
             opening = [("step.resume", _payload(resumed, step=resumed.history[-1].step, event=event))]
-            return self._drive(session, definition, resumed, "resume", opening)
+            return Delivery(self._drive(session, definition, resumed, "resume", opening), "resumed")
 
     def get(self, instance_id: str, *, workflow: Any = None) -> Instance:
         """The active run of ``instance_id`` (else its newest run); ``InstanceNotFound`` if none."""
@@ -429,6 +446,14 @@ class Hephaestus:
                 raise _WriteFailed(exc) from exc
             raise
         return fired
+
+
+class Delivery(NamedTuple):
+    """What ``deliver`` did with an event: the instance as written, and ``outcome``
+    (``"resumed"`` or ``"buffered"``)."""
+
+    instance: Instance
+    outcome: str
 
 
 class Ticked(list):

@@ -28,7 +28,8 @@ def run_to_completion(
 ) -> Instance:
     """Start ``workflow`` and drive it until it finishes; return the final instance.
 
-    Whenever the instance waits, the next of ``events`` (an event, or ``(event, step_key)``) is
+    Whenever the instance waits, the next of ``events`` (an event, ``(event, step_key)``,
+    ``(event, data)`` with a dict of event data, or ``(event, step_key, data)``) is
     handed to it if a waiting step accepts it; otherwise, when a timer or retry is pending, a
     ``ManualClock`` jumps to the next due time and ``tick`` fires it — no sleeping. Raises ``AssertionError`` if the
     instance waits for an event that ``events`` does not supply.
@@ -46,10 +47,10 @@ def run_to_completion(
                     for event in definition.events_of(key)}
         due = instance.next_due_at
         if queue:
-            event, step = queue[0] if isinstance(queue[0], tuple) else (queue[0], None)
+            event, step, data = _event_of(queue[0])
             if event in accepted or due is None:
                 queue.pop(0)
-                app.resume(instance_id, event, step=step, workflow=name)
+                app.resume(instance_id, event, data, step=step, workflow=name)
                 continue
         if due is None:
             raise AssertionError(
@@ -102,3 +103,13 @@ def run_step(
         instance = Instance(id="test::step", workflow="test", version=1, status="running", context=context,
                             run="test", created_at=now, updated_at=now)
     return step().execute(instance, config, context)
+
+
+def _event_of(item: Any) -> tuple[str, str | None, dict | None]:
+    """(event, step key, data) of one item of ``run_to_completion``'s ``events``."""
+    if not isinstance(item, tuple):
+        return item, None, None
+    if len(item) == 3:
+        return item
+    event, extra = item
+    return (event, None, extra) if isinstance(extra, dict) else (event, extra, None)

@@ -1,16 +1,19 @@
 """PaymentFlow: a workflow that waits for the outside world.
 
     RequestPayment --requested--> WaitForPayment --payment_confirmed--> FulfilOrder --fulfilled--> Done
-                                                 --payment_failed--> ReleaseStock --released--> Done
+                                                 --payment_failed----> ReleaseStock --released--> Done
+                                                 --payment_expired---> ReleaseStock
 
 WaitForPayment returns ASYNC: the instance is saved as ``waiting`` and the
-process may exit. A webhook handler (or you, from the shell) resumes it later:
+process may exit. A webhook handler (or you, from the shell) resumes it later,
+handing over the provider's transaction id as the event's data; if no answer
+comes within three days, its deadline resumes it with ``payment_expired``:
 
-    heph start paymentflow pay1 --context contexts/payment.json   # -> waiting
-    heph resume paymentflow pay1 payment_confirmed                 # -> completed
+    heph start paymentflow pay1 --context contexts/payment.json             # -> waiting
+    heph resume paymentflow pay1 payment_confirmed --data '{"transaction_id": "tx-981"}'  # -> completed
 """
 
-from heph import ASYNC, Done, Step, Unique, Workflow
+from heph import ASYNC, Deadline, Done, Step, Unique, Workflow
 
 
 class RequestPayment(Step):
@@ -29,9 +32,10 @@ class RequestPayment(Step):
 
 
 class WaitForPayment(Step):
-    """Pause until the provider confirms or rejects the payment."""
+    """Pause until the provider confirms or rejects the payment, for at most three days."""
 
-    events = ["payment_confirmed", "payment_failed"]
+    events = ["payment_confirmed", "payment_failed", "payment_expired"]
+    deadline = Deadline(days=3, event="payment_expired")
 
     def execute(self, instance, config, context):
         return ASYNC
@@ -43,7 +47,9 @@ class FulfilOrder(Step):
     events = ["fulfilled"]
 
     def execute(self, instance, config, context):
-        return "fulfilled", {"order": context.initial["order"], "paid": context.steps["request_payment"]["amount"]}
+        paid = context.steps["wait_for_payment"]  # the data the payment_confirmed event carried
+        return "fulfilled", {"order": context.initial["order"], "paid": context.steps["request_payment"]["amount"],
+                             "transaction_id": paid.get("transaction_id")}
 
 
 class ReleaseStock(Step):
@@ -64,7 +70,8 @@ class PaymentFlow(Workflow):
     start = RequestPayment
     transitions = {
         RequestPayment: {"requested": WaitForPayment},
-        WaitForPayment: {"payment_confirmed": FulfilOrder, "payment_failed": ReleaseStock},
+        WaitForPayment: {"payment_confirmed": FulfilOrder, "payment_failed": ReleaseStock,
+                         "payment_expired": ReleaseStock},
         FulfilOrder: {"fulfilled": Done},
         ReleaseStock: {"released": Done},
     }

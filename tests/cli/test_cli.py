@@ -231,7 +231,8 @@ def test_resume_completes_a_waiting_instance(project):
     assert "paymentid::pay1" in run.out and "completed" in run.out
     shown = ok_json("show", "paymentflow", "pay1", cwd=project)
     assert shown["status"] == "completed"
-    assert shown["context"]["steps"]["fulfil_order"] == {"order": "order42", "paid": 4999}
+    assert shown["context"]["steps"]["fulfil_order"] == {"order": "order42", "paid": 4999, "transaction_id": None}
+    assert shown["context"]["steps"]["wait_for_payment"] == {}  # an event without data
     assert [h["outcome"] for h in shown["history"] if h["step"] == "wait_for_payment"] == ["async", "resumed"]
 
 

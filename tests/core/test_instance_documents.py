@@ -176,7 +176,8 @@ _actives = st.fixed_dictionaries({"step": _keys, "attempt": _positive},
                                  optional={"config": _configs, "first_attempt": _positive})
 _waits = st.sampled_from(WAIT_KINDS).flatmap(lambda kind: st.fixed_dictionaries(
     {"kind": st.just(kind), "attempt": _positive, "since": _stamps,
-     "due_at": (st.none() | _stamps) if kind == "event" else _stamps},
+     "due_at": (st.none() | _stamps) if kind == "event" else _stamps,
+     **({"event": _keys} if kind == "deadline" else {})},
     optional={"config": _configs, "first_attempt": _positive, "last_error": _errors},
 ))
 _ids = st.tuples(st.from_regex(r"[a-z0-9]{1,8}", fullmatch=True), st.from_regex(r"[a-z0-9]{1,12}", fullmatch=True),
@@ -195,6 +196,8 @@ VALID_INSTANCES = st.builds(
     lease=st.none() | st.fixed_dictionaries({"pid": st.integers(min_value=0, max_value=2**22), "host": _texts,
                                              "since": _stamps}),
     scope=st.sampled_from(SCOPES),
+    inbox=st.lists(st.fixed_dictionaries({"event": _keys, "data": _configs.filter(lambda c: c is not None),
+                                          "received_at": _stamps}), max_size=3),
 )
 
 
@@ -224,13 +227,16 @@ def _document() -> dict:
     doc["waits"]["again"] = {"kind": "retry", "config": None, "attempt": 2, "first_attempt": 1,
                              "since": NOW.isoformat(), "due_at": NOW.isoformat(),
                              "last_error": {"type": "E", "message": "m"}}
+    doc["waits"]["approve"] = {"kind": "deadline", "config": None, "attempt": 1, "first_attempt": 1,
+                               "since": NOW.isoformat(), "due_at": NOW.isoformat(), "event": "expired"}
+    doc["inbox"] = [{"event": "paid", "data": {"txn": "t1"}, "received_at": NOW.isoformat()}]
     doc["active"] = [{"step": "next", "config": {"a": 1}, "attempt": 1, "first_attempt": 1}]
     doc["arrived"] = {"join": None}
     doc["lease"] = {"pid": 12, "host": "box", "since": NOW.isoformat()}
     doc["error"] = {"type": "E", "message": "m", "traceback": "tb", "step": "s"}
     doc["failed"] = {"step": "s", "config": None, "attempt": 1}
     doc["history"][0]["error"] = {"type": "E", "message": "m", "traceback": None, "step": "first"}
-    assert Instance.from_dict(copy.deepcopy(doc)).waiting == ["pause", "gate", "again"]
+    assert Instance.from_dict(copy.deepcopy(doc)).waiting == ["pause", "gate", "again", "approve"]
     return doc
 
 
@@ -292,6 +298,12 @@ WRONG = [
     (("waits", "again", "due_at"), None, "waits.again.due_at"),  # and so does a retry
     (("waits", "again", "last_error"), "boom", "waits.again.last_error"),
     (("waits", "again", "last_error", "message"), 5, "waits.again.last_error.message"),
+    (("waits", "approve", "event"), _DELETE, "waits.approve.event"),  # a deadline names its event
+    (("waits", "approve", "event"), 5, "waits.approve.event"),
+    (("waits", "approve", "due_at"), None, "waits.approve.due_at"),
+    (("inbox",), {}, "inbox"), (("inbox",), [5], "inbox[0]"), (("inbox", 0, "event"), "", "inbox[0].event"),
+    (("inbox", 0, "data"), [1], "inbox[0].data"), (("inbox", 0, "data"), _DELETE, "inbox[0].data"),
+    (("inbox", 0, "received_at"), "noon", "inbox[0].received_at"),
     (("arrived",), None, "arrived"), (("arrived",), [], "arrived"), (("arrived", "join"), 5, "arrived.join"),
     (("arrived", "join"), "cfg", "arrived.join"),
     (("completed",), "a", "completed"), (("completed",), [5], "completed[0]"), (("completed",), [""], "completed[0]"),

@@ -52,6 +52,14 @@ def test_run_to_completion_skips_time_and_feeds_events(heph_app):
         assert_path(done, ["kit_greet", "done"])
 
 
+def test_run_to_completion_hands_over_event_data(heph_app):
+    for item in [("answered", {"by": "ann"}), ("answered", "kit_ask", {"by": "ann"})]:
+        done = run_to_completion(KitFlow, f"d{len(item)}", events=[item])
+        assert done.context.steps["kit_ask"] == {"by": "ann"}
+    plain = run_to_completion(KitFlow, "d1", events=[("answered", "kit_ask")])
+    assert plain.context.steps["kit_ask"] == {}
+
+
 def test_run_to_completion_says_which_event_is_missing(heph_app):
     with pytest.raises(AssertionError, match="waits on kit_ask"):
         run_to_completion(KitFlow, "k2")

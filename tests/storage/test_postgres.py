@@ -222,6 +222,49 @@ def test_runtime_start_resume_timer_retry_end_to_end(pg):
     assert [r.status for r in app.runs(second)] == ["waiting", "completed"]
 
 
+class PgEvPack(Step):
+    events = ["packed"]
+    key = "pgev_pack"
+
+    def execute(self, instance, config, context):
+        return heph.ASYNC
+
+
+class PgEvApprove(Step):
+    events = ["approved", "expired"]
+    key = "pgev_approve"
+    deadline = heph.Deadline(minutes=10, event="expired")
+
+    def execute(self, instance, config, context):
+        return heph.ASYNC
+
+
+class PgEvFlow(Workflow):
+    unique = Unique("pgev")
+    name = "pgev_flow"
+    start = PgEvPack
+    transitions = {PgEvPack: {"packed": PgEvApprove}, PgEvApprove: {"approved": Done, "expired": Done}}
+
+
+def test_events_with_data_buffered_and_deadlines_on_postgres(pg):
+    clock = ManualClock(datetime(2026, 3, 1, tzinfo=timezone.utc))
+    app = pg_app(pg, clock)
+    first = app.start(PgEvFlow, "e1")
+    assert app.deliver(first, "approved", {"by": "ann"}, buffer=True).outcome == "buffered"
+    assert pg.runs(first)[0].inbox == [{"event": "approved", "data": {"by": "ann"},
+                                        "received_at": "2026-03-01T00:00:00+00:00"}]
+    done = app.resume(first, "packed", {"crate": 3})
+    assert done.status == "completed" and done.inbox == []
+    assert done.context.steps == {"pgev_pack": {"crate": 3}, "pgev_approve": {"by": "ann"}}
+
+    second = app.start(PgEvFlow, "e2")
+    app.resume(second, "packed")
+    assert pg.runs(second)[0].waits["pgev_approve"]["kind"] == "deadline"
+    clock.advance(minutes=10)
+    assert [(f["id"], f["kind"]) for f in app.tick()] == [(second, "deadline")]
+    assert [h.event for h in app.get(second).history if h.step == "pgev_approve"] == [None, "expired"]
+
+
 def test_runtime_cancel_and_retry(pg):
     app = pg_app(pg)
     app.start(PgtFlow, "c1", {})
