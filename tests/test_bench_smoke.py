@@ -22,6 +22,7 @@ CASES = {
     "cli_cold_start": (["--runs", "1", "--no-dbos"], ["heph show orderflow order42", "heph start orderflow"]),
     "scale": (["--sizes", "500,600", "--runs", "1"], ["list --status waiting", "tick (fires 5 due)",
                                                        "5 due timers"]),
+    "ab": (["--base", "HEAD", "--instances", "5", "--rounds", "1"], ["B1 steps/s", "B2 start+resume/s"]),
     "contention": (["--procs", "1,2", "--per-process", "3", "--hot-procs", "2", "--hot-attempts", "4"],
                    ["no lost update: yes"]),
 }

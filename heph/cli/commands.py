@@ -388,6 +388,11 @@ def resume(args: List[str], step: Optional[str] = None, data: Optional[str] = No
                            f"{len(inst.inbox)} event(s) in its inbox, delivered when a step that declares "
                            f"{event} pauses"), changed=inst.id)
             return
+        if delivery.outcome == "queued":
+            _queued(json_out, _app(project), instance_id, inst, "queued", f"queued {event} for {instance_id}",
+                    "it is applied when that step ends (or recorded as rejected in the history if no step "
+                    "takes it then)")
+            return
         _answer(json_out, inst, "resumed", outcome="resumed")
 
 
@@ -410,16 +415,18 @@ def show(workflow: Optional[str] = None, value: Optional[str] = None, full_id: O
                 raise CliError(f"{instance_id} has no run {run!r}; runs: {', '.join(r.run for r in runs)}")
             inst = chosen[0]
         metadata = _metadata(cls) if cls is not None else None  # the workflow's, when it is named
+        busy = _app(project).running(instance_id) if inst.is_active else None
         if json_out:
-            echo(json.dumps({**inst.to_dict(), "runs": [r.run for r in runs]}, ensure_ascii=False))
+            shown = {**inst.to_dict(), "runs": [r.run for r in runs], "busy": busy}
+            echo(json.dumps({**shown, "status": "running"} if busy else shown, ensure_ascii=False))
         elif not _terminal():
             from heph.cli import plain
 
-            plain.show(echo, inst, runs=len(runs), metadata=metadata)
+            plain.show(echo, inst, runs=len(runs), metadata=metadata, busy=busy)
         else:
             from heph.cli import render
 
-            render.show(render.console(), inst, runs=len(runs), metadata=metadata)
+            render.show(render.console(), inst, runs=len(runs), metadata=metadata, busy=busy)
 
 
 def list_(workflow: Optional[str] = None, status: Optional[List[str]] = None, full_id: Optional[str] = None,
@@ -434,21 +441,24 @@ def list_(workflow: Optional[str] = None, status: Optional[List[str]] = None, fu
         project, _ = current_project(workflows=workflow is not None)
         if workflow is not None:
             _workflow(workflow)
-        found = _app(project).list(workflow=workflow, status_in=status or None, id=full_id, version=version,
-                                   limit=limit)
+        app = _app(project)
+        found = app.list(workflow=workflow, status_in=status or None, id=full_id, version=version, limit=limit)
+        busy = {i.id: note for i in found if i.is_active and (note := app.running(i.id)) is not None}
         more = " (--limit reached)" if len(found) == limit else ""
         if json_out:
-            echo(json.dumps({"instances": [_summary(i) for i in found]}))
+            rows = [{**_summary(i), "status": "running", "busy": busy[i.id]} if i.id in busy else _summary(i)
+                    for i in found]
+            echo(json.dumps({"instances": rows}))
         elif not _terminal():
             from heph.cli import plain
 
-            plain.list_table(echo, found)
+            plain.list_table(echo, found, busy)
             echo(f"{len(found)} instance(s){more}")
         else:
             from heph.cli import render
 
             out = render.console()
-            out.print(render.list_table(found, render.room(out)))
+            out.print(render.list_table(found, render.room(out), busy))
             out.print(f"{len(found)} instance(s){more}", style="dim")
 
 
@@ -463,9 +473,32 @@ def _act(action: str, verb: str, workflow: Optional[str], value: Optional[str], 
 
 
 def cancel(workflow: Optional[str] = None, value: Optional[str] = None, full_id: Optional[str] = None,
-           json_out: bool = False) -> None:
-    """Cancel an active instance (its timers are dropped)."""
-    _act("cancel", "cancelled", workflow, value, full_id, json_out)
+           wait: bool = False, json_out: bool = False) -> None:
+    """Cancel an active instance (its timers are dropped); while a step of it runs in another
+    live process, request the cancel (and, with ``wait``, wait until it has ended)."""
+    with refusals(json_out):
+        project, _ = current_project()
+        instance_id, cls = _target(workflow, value, full_id)
+        app = _app(project)
+        requested = app.request_cancel(instance_id, workflow=cls)
+        if requested.outcome == "cancel requested" and wait:
+            _answer(json_out, app.cancel(instance_id, workflow=cls, wait=True), "cancelled", outcome="cancelled")
+        elif requested.outcome == "cancel requested":
+            _queued(json_out, app, instance_id, requested.instance, "cancel requested",
+                    f"cancel requested for {instance_id}", "it ends cancelled when that step ends, and no "
+                    "further step starts (heph cancel --wait waits for it)")
+        else:
+            _answer(json_out, requested.instance, "cancelled", outcome="cancelled")
+
+
+def _queued(json_out: bool, app, instance_id: str, inst, outcome: str, head: str, then: str) -> None:
+    """Report a message queued for a busy instance: what runs it now, and what happens next."""
+    from heph.cli.text import running
+
+    note = app.running(instance_id)
+    who = f": {running(note)}" if note else ""
+    data = {**(_summary(inst) if inst is not None else {"id": instance_id}), "outcome": outcome, "busy": note}
+    emit(json_out, data, printable(f"{head} (a step of it is running{who}); {then}"), changed=instance_id)
 
 
 def retry(workflow: Optional[str] = None, value: Optional[str] = None, full_id: Optional[str] = None,

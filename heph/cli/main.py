@@ -86,9 +86,11 @@ def list_(
 
 @cli.command()
 def cancel(workflow: WorkflowArg = None, value: ValueArg = None, full_id: IdOption = None,
+           wait: Annotated[bool, typer.Option("--wait", help="While a step of it runs elsewhere: wait until the "
+                                                            "instance has ended cancelled.")] = False,
            json_out: JsonOption = False) -> None:
-    """Cancel an active instance (its timers are dropped)."""
-    commands.cancel(workflow=workflow, value=value, full_id=full_id, json_out=json_out)
+    """Cancel an active instance (its timers are dropped); while a step of it runs, request it."""
+    commands.cancel(workflow=workflow, value=value, full_id=full_id, wait=wait, json_out=json_out)
 
 
 @cli.command()

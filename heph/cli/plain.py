@@ -61,9 +61,9 @@ def panel(body: str, title: str) -> list[str]:
     return [top] + [f"│ {_pad(line, inner - 2)} │" for line in lines] + ["╰" + "─" * inner + "╯"]
 
 
-def show(write: Write, inst: Instance, runs: int = 1, metadata: dict | None = None) -> None:
+def show(write: Write, inst: Instance, runs: int = 1, metadata: dict | None = None, busy: dict | None = None) -> None:
     """Everything about one instance: status, waits, context, metadata, history, error."""
-    head = text.head_rows(inst, runs, metadata)
+    head = text.head_rows(inst, runs, metadata, busy)
     key_size = max(width(k) for k, _ in head)
     out = [f"{_pad(k, key_size)}  {v}" for k, v in head]
     if inst.waits:
@@ -80,6 +80,6 @@ def show(write: Write, inst: Instance, runs: int = 1, metadata: dict | None = No
     write(_fit("\n".join(out)))
 
 
-def list_table(write: Write, instances: list[Instance]) -> None:
+def list_table(write: Write, instances: list[Instance], busy: dict | None = None) -> None:
     """One row per instance: id, workflow, version, status, waiting steps, next due and creation times."""
-    write(_fit("\n".join(table(text.LIST_COLUMNS, text.list_rows(instances)))))
+    write(_fit("\n".join(table(text.LIST_COLUMNS, text.list_rows(instances, busy)))))

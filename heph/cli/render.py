@@ -85,10 +85,10 @@ def check_table(rows: list[dict]):
     return table
 
 
-def list_table(instances: list[Instance], room: int | None = None):
+def list_table(instances: list[Instance], room: int | None = None, busy: dict | None = None):
     """One row per instance (``heph list``), statuses in colour; columns dropped to fit ``room``."""
-    return _table(text.LIST_COLUMNS, text.list_rows(instances), room, text.LIST_DROPPED_FIRST,
-                  styles={"status": lambda s: STATUS_STYLES.get(s, "")})
+    return _table(text.LIST_COLUMNS, text.list_rows(instances, busy), room, text.LIST_DROPPED_FIRST,
+                  styles={"status": lambda s: STATUS_STYLES.get(s.split(" ")[0], "")})
 
 
 def _json(data: object):
@@ -103,7 +103,7 @@ def _json(data: object):
 OUTCOME_STYLES = {"failed": "red", "cancelled": "dim", "async": "cyan", "resumed": "cyan"}
 
 
-def show(out, inst: Instance, runs: int = 1, metadata: dict | None = None) -> None:
+def show(out, inst: Instance, runs: int = 1, metadata: dict | None = None, busy: dict | None = None) -> None:
     """Everything about one instance: status, waits, context, metadata, history, error.
 
     Every string comes from ``heph.cli.text`` already printable, and is handed to rich as
@@ -115,7 +115,7 @@ def show(out, inst: Instance, runs: int = 1, metadata: dict | None = None) -> No
     head = Table.grid(padding=(0, 2))
     head.add_column(style="bold")
     head.add_column()
-    for label, value in text.head_rows(inst, runs, metadata):
+    for label, value in text.head_rows(inst, runs, metadata, busy):
         head.add_row(label, status_text(value) if label == "status" else Text(value))
     out.print(head)
     if inst.waits:

@@ -105,17 +105,27 @@ def _stamp(text: object) -> str:
     return str(text)[:19].replace("T", " ") if text else "-"
 
 
-def head_rows(inst, runs: int = 1, metadata: dict | None = None) -> list[tuple[str, str]]:
+def running(note: dict) -> str:
+    """What a busy note (``Storage.busy``) says: the step, since when and who runs it."""
+    return (f"step {note.get('step')} since {_stamp(note.get('since'))} UTC, pid {note.get('pid')} on "
+            f"{note.get('host')}")
+
+
+def head_rows(inst, runs: int = 1, metadata: dict | None = None, busy: dict | None = None) -> list[tuple[str, str]]:
     """``(label, value)`` lines heading ``show``; every value printable. ``metadata``: the
-    workflow's, when it is known (a line when not empty)."""
-    rows = [("id", inst.id), ("workflow", f"{inst.workflow} v{inst.version}"), ("status", inst.status),
+    workflow's, when it is known (a line when not empty); ``busy``: the note of a live process
+    running a step of it (the status then reads ``running``, whatever is stored)."""
+    rows = [("id", inst.id), ("workflow", f"{inst.workflow} v{inst.version}"),
+            ("status", "running" if busy else inst.status),
             ("run", inst.run + (f"  ({runs} runs of this id: heph list --id {inst.id})" if runs > 1 else "")),
             ("created", when(inst.created_at, utc=True)), ("updated", when(inst.updated_at, utc=True))]
     if metadata:
         rows.insert(2, ("metadata", json.dumps(metadata, ensure_ascii=False, default=str)))
     if inst.active:
         rows.append(("active", ", ".join(a["step"] for a in inst.active)))
-    if inst.lease:
+    if busy:
+        rows.append(("running", running(busy)))
+    elif inst.lease:
         lease = inst.lease
         rows.append(("lease", f"pid {lease.get('pid')} on {lease.get('host')} since {_stamp(lease.get('since'))} UTC"))
     return [(label, printable(value)) for label, value in rows]
@@ -154,10 +164,13 @@ def error_texts(inst) -> tuple[str, str, str]:
             printable(str(error.get("traceback") or "").rstrip(), newlines=True))
 
 
-def list_rows(instances) -> list[tuple[str, ...]]:
-    """One printable row per instance (``LIST_COLUMNS``)."""
-    return [tuple(printable(c) for c in (i.id, i.workflow, i.version, i.status, ", ".join(i.waiting) or "-",
-                                          when(i.next_due_at), when(i.created_at)))
+def list_rows(instances, busy: dict | None = None) -> list[tuple[str, ...]]:
+    """One printable row per instance (``LIST_COLUMNS``); ``busy``: id -> the note of a live
+    process running a step of it (status ``running (step)``)."""
+    busy = busy or {}
+    return [tuple(printable(c) for c in (
+        i.id, i.workflow, i.version, f"running ({busy[i.id].get('step')})" if i.id in busy else i.status,
+        ", ".join(i.waiting) or "-", when(i.next_due_at), when(i.created_at)))
             for i in instances]
 
 

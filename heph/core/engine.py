@@ -345,7 +345,7 @@ def resume(
                                f"nothing to buffer it for", candidates=[], **facts)
         if not accepting(definition, instance, event, step):
             return buffered(instance, event, data, now)
-    if instance.status != "waiting":
+    if instance.status not in ("waiting", "running"):  # running: a queued event, applied between steps
         raise InvalidEvent(f"instance {instance.id} is not waiting (status: {instance.status}); nothing to resume",
                            **facts)
     eligible = {k: w for k, w in instance.waits.items() if w["kind"] in EVENT_WAITS}
@@ -371,7 +371,7 @@ def resume(
 
 def accepting(definition: WorkflowDefinition, instance: Instance, event: str, step: str | None = None) -> list[str]:
     """The waiting steps of ``instance`` that would take ``event`` now (``step``: only that one)."""
-    if instance.status != "waiting":
+    if instance.status not in ("waiting", "running"):
         return []
     return [k for k, w in instance.waits.items()
             if w["kind"] in EVENT_WAITS and (step is None or k == step) and event in definition.events_of(k)]
@@ -442,6 +442,15 @@ def fire_due(definition: WorkflowDefinition, instance: Instance, now: datetime) 
         fired.append({"id": instance.id, "run": instance.run, "step": key, "kind": wait["kind"],
                       "due_at": wait["due_at"]})
     return out, fired
+
+
+def reject(instance: Instance, event: str, step: str | None, reason: str, now: datetime) -> Instance:
+    """Record a queued event that could not be applied (history outcome ``rejected``)."""
+    out = instance.copy()
+    out.history.append(HistoryEntry(step or "-", "rejected", event=event, finished_at=now,
+                                    error={"type": "InvalidEvent", "message": reason}))
+    out.updated_at = now
+    return out
 
 
 def cancel(instance: Instance, now: datetime) -> Instance:

@@ -24,12 +24,12 @@ from heph.core.uniqueness import scope_of_id
 FORMAT_VERSION = 1
 STATUSES = ("pending", "running", "waiting", "completed", "failed", "cancelled")
 ACTIVE_STATUSES = ("pending", "running", "waiting")
-OUTCOMES = ("completed", "async", "resumed", "failed", "cancelled")
+OUTCOMES = ("completed", "async", "resumed", "failed", "cancelled", "rejected")
 WAIT_KINDS = ("event", "timer", "retry", "deadline")
 HEAD_FIELDS = ("format", "id", "run", "workflow", "version", "scope", "status", "created_at", "updated_at",
                "next_due_at",
                "context", "runtime_metadata", "active", "waits", "arrived", "completed", "failed", "error", "lease",
-               "inbox")
+               "inbox", "applied")
 
 _WORKFLOW_NAME_RE = re.compile(r"[a-z][a-z0-9_]*\Z")  # SPEC: workflow names match [a-z][a-z0-9_]*
 # Run ids are made by ``new_run_id`` (``20261126T001712123456-a1b2c3``); tests use short names.
@@ -83,7 +83,8 @@ class Context:
 
 @dataclass(frozen=True)
 class HistoryEntry:
-    """One step outcome: completed, async, resumed, failed or cancelled (never changed once made)."""
+    """One step outcome: completed, async, resumed, failed, cancelled or rejected (a queued event that
+    could not be applied); never changed once made."""
 
     step: str
     outcome: str
@@ -121,8 +122,10 @@ class Instance:
     ``waits`` maps each paused step to ``{"kind": "event"|"deadline"|"timer"|"retry", "config",
     "attempt", "first_attempt", "since", "due_at"}`` (``deadline``: an event wait with a due
     time, its step's ``Deadline``); ``inbox`` holds buffered events not yet delivered
-    (``{"event", "data", "received_at"}``, oldest first); ``arrived`` holds join targets reached by some but
-    not yet all branches; ``failed`` is the step to re-run on ``retry``. ``run`` identifies
+    (``{"event", "data", "received_at"}``, oldest first); ``applied`` the ids of the last
+    messages queued for a busy instance (``Storage.post``) that were applied to it;
+    ``arrived`` holds join targets reached by some but not yet all branches; ``failed`` is
+    the step to re-run on ``retry``. ``run`` identifies
     this run among the runs that shared the id over time. ``scope`` is the uniqueness scope
     of its workflow when the run was created (``heph.core.uniqueness`` reads it).
     """
@@ -146,6 +149,7 @@ class Instance:
     lease: dict | None = None
     scope: str = "workflow"
     inbox: list[dict] = field(default_factory=list)
+    applied: list[str] = field(default_factory=list)
 
     @property
     def waiting(self) -> list[str]:
@@ -191,6 +195,7 @@ class Instance:
             lease=self.lease,
             scope=self.scope,
             inbox=list(self.inbox),
+            applied=list(self.applied),
         )
 
     def deepcopy(self) -> Instance:
@@ -203,7 +208,7 @@ class Instance:
                 to_iso(self.created_at), to_iso(self.updated_at), to_iso(self.next_due_at),
                 {"initial": self.context.initial, "steps": self.context.steps}, self.runtime_metadata,
                 self.active, self.waits, self.arrived, self.completed, self.failed, self.error, self.lease,
-                self.inbox)
+                self.inbox, self.applied)
 
     def to_dict(self, history: bool = True) -> dict:
         """Plain JSON data, with a format version (without ``history``: all but the history)."""
@@ -275,6 +280,7 @@ class Instance:
             error=_error(data.get("error"), "", "error"),
             lease=_lease(data.get("lease"), "lease"),
             inbox=[_inbox_entry(entry, _at("inbox", n)) for n, entry in enumerate(inbox)],
+            applied=[_str(item, "applied", n) for n, item in enumerate(_list(data.get("applied", []), "", "applied"))],
             history=[_history_entry(entry, _at("history", n)) for n, entry in enumerate(history)],
         )
 

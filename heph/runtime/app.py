@@ -7,8 +7,10 @@ import json
 import logging
 import os
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, NamedTuple
 
@@ -21,6 +23,7 @@ from heph.core.jsonsafe import to_json
 from heph.core.steps import Done
 from heph.core.workflow import Facade, lookup
 from heph.errors import (
+    AlreadyRunning,
     AmbiguousInstance,
     HephError,
     InstanceBusy,
@@ -36,7 +39,7 @@ from heph.errors import (
     UnknownWorkflow,
 )
 from heph.runtime.clock import SystemClock
-from heph.runtime.storage.base import Session, Storage
+from heph.runtime.storage.base import RunRef, Session, Storage
 from heph.runtime.telemetry import emit, listening
 
 __all__ = ["Delivery", "Hephaestus", "check_context", "current_app", "new_run_id", "pick_run", "use"]
@@ -44,6 +47,8 @@ __all__ = ["Delivery", "Hephaestus", "check_context", "current_app", "new_run_id
 log = logging.getLogger("heph")
 
 MAX_CONTEXT_BYTES = 2 * 1024 * 1024
+BUSY_WAIT = 0.5  # seconds a command waits for a busy id before asking what its holder runs
+APPLIED_KEPT = 64  # ids of applied queued messages an instance remembers
 
 
 _last_run = {"at": datetime.min.replace(tzinfo=timezone.utc)}
@@ -151,15 +156,39 @@ class Hephaestus:
         return {"pid": os.getpid(), "host": os.uname().nodename, "since": now.isoformat()}
 
     @contextmanager
-    def _existing(self, instance_id: str, workflow: Any) -> Iterator[tuple[Session, Instance]]:
+    def _existing(self, instance_id: str, workflow: Any,
+                  timeout: float | None = None) -> Iterator[tuple[Session, Instance]]:
         """A session on an existing id and the run the command means (``pick_run``).
 
         The id is parsed and the workflow resolved once, and the id's runs are read once,
         under the lock; an unknown id raises ``InstanceNotFound`` and leaves nothing behind."""
         parse_id(instance_id)
         name = self._name(workflow)
-        with self.storage.session(instance_id, self.lock_timeout, must_exist=True) as session:
+        wait = self.lock_timeout if timeout is None else timeout
+        with self.storage.session(instance_id, wait, must_exist=True) as session:
             yield session, pick_run(session.runs(), instance_id, name)
+
+    def _lock_wait(self) -> float | None:
+        """How long a command waits for a busy id before it asks what the holder is doing."""
+        full = self.lock_timeout if self.lock_timeout is not None else getattr(self.storage, "lock_timeout", 30.0)
+        return min(BUSY_WAIT, full) if full is not None else BUSY_WAIT
+
+    def running(self, instance_id: str) -> dict | None:
+        """What a live process runs of ``instance_id`` right now: ``{"step", "since", "pid", "host",
+        "workflow", "version", "run"}`` (``since``: when that step began), or None. Never waits."""
+        note = self._running_note(instance_id)
+        if note is None:
+            return None
+        return {key: note.get(key) for key in ("step", "since", "pid", "host", "workflow", "version", "run")}
+
+    def _running_note(self, instance_id: str, workflow: Any = None) -> dict | None:
+        """What the live holder of a busy id is running (its ``announce`` note), if it said (and,
+        given ``workflow``, if it runs that workflow)."""
+        note = self.storage.busy(instance_id)
+        if not note or not note.get("step") or not note.get("workflow"):
+            return None
+        name = self._name(workflow)
+        return note if name is None or name == note["workflow"] else None
 
     # -- running ------------------------------------------------------------------
 
@@ -182,8 +211,9 @@ class Hephaestus:
             for name, payload in opening:
                 emit(name, payload)
         lease = instance.lease
-        ran = False  # a step ran since the last write
+        ran = False  # a step ran (or queued mail was applied) since the last write
         wrote = False  # this segment has written (its change is applied, at least in part)
+        applied: list[str] = []  # ids of the mail applied, dropped once written
 
         def save() -> None:
             nonlocal new, saved, ran, wrote
@@ -194,12 +224,29 @@ class Hephaestus:
                     raise
                 raise MaybeApplied(instance_id=instance.id, reason=f"a later write failed: {exc}") from exc
             new, saved, ran, wrote = False, True, False, True
+            if applied:  # written: drop them (one left behind is recorded as applied, and only dropped later)
+                try:
+                    session.drop_mail(applied)
+                except StorageError as exc:
+                    log.warning("could not drop %d applied message(s) of %s: %s", len(applied), instance.id, exc)
+                applied.clear()
 
-        while (entry := engine.next_step(instance)) is not None:
+        while True:
+            entry = engine.next_step(instance)
+            if mail := self._mail(session, instance.id):  # queued by other processes while a step ran
+                instance, taken = self._apply_mail(definition, instance, mail, lease, paused=entry is None)
+                if taken:
+                    applied += taken
+                    ran, saved = True, False
+                    entry = engine.next_step(instance)
+            if entry is None:
+                break
             key = entry["step"]
             if ran and not issubclass(definition.steps[key], Done):
                 # Done runs no user code: the write after it is enough (a crash re-runs Done)
                 save()
+            if not issubclass(definition.steps[key], Done):
+                session.announce(self._note(instance, key))
             instance = self._run_step(definition, instance, entry)
             if instance.status == "running":
                 instance.lease = lease
@@ -210,6 +257,94 @@ class Hephaestus:
             self._emit_end(instance)
             emit("segment.stop", _payload(instance, trigger=trigger))
         return instance
+
+    @staticmethod
+    def _mail(session: Session, instance_id: str) -> builtins.list[dict]:
+        """The messages queued for the session's id; none if they cannot be read now (they stay
+        stored, and a later command or ``tick`` applies them: a write made must not be refused)."""
+        try:
+            return session.mail()
+        except StorageError as exc:
+            log.warning("could not read the messages queued for %s (a later command or tick applies them): %s",
+                        instance_id, exc)
+            return []
+
+    def _note(self, instance: Instance, step: str) -> dict:
+        """What this process announces while it runs ``step`` of ``instance`` (``Storage.busy``);
+        ``since`` is the wall clock's (the note is about a live process, whatever the app's clock)."""
+        return {"workflow": instance.workflow, "version": instance.version, "scope": instance.scope,
+                "run": instance.run, "step": step, "since": datetime.now(timezone.utc).isoformat(), "pid": os.getpid(),
+                "host": os.uname().nodename}
+
+    def _apply_mail(self, definition: WorkflowDefinition, instance: Instance, mail: builtins.list[dict],
+                    lease: dict | None, paused: bool) -> tuple[Instance, builtins.list[str]]:
+        """Apply what was queued for a busy instance, oldest first; return it and the ids taken.
+
+        A cancel request is applied at once (no further step starts). Events wait until the
+        instance pauses (``paused``: no step is ready), as if their command had waited for the
+        lock: then they are applied one at a time until one sets a step running (the rest wait
+        for the next pause); one no step takes is buffered (with ``buffer``) or recorded as
+        ``rejected``. A message the instance records as applied already (a crash came before it
+        was dropped) is only dropped."""
+        taken: builtins.list[str] = []
+        now = self.clock.now()
+        for message in mail:
+            message_id = str(message.get("id"))
+            kind, event, step = message.get("kind"), message.get("event"), message.get("step")
+            step = step if isinstance(step, str) else None
+            if message_id in instance.applied:
+                taken.append(message_id)
+                continue
+            if message.get("run") not in (None, instance.run):  # its run was never stored, or has ended
+                log.warning("dropping %s queued for run %s of %s: that run is gone (now run %s)",
+                            event or kind, message.get("run"), instance.id, instance.run)
+                taken.append(message_id)
+                continue
+            if kind == "cancel":
+                if instance.is_active:
+                    instance = engine.cancel(instance, now)
+            elif kind == "event" and isinstance(event, str):
+                if not paused or engine.next_step(instance) is not None:
+                    continue  # wait for the instance to pause
+                data = message.get("data")
+                try:
+                    instance = engine.resume(definition, instance, event, now, step,
+                                             data if isinstance(data, dict) else {}, bool(message.get("buffer")))
+                    if instance.status == "running":
+                        instance.lease = lease or self._lease(now)
+                except InvalidEvent as exc:
+                    log.warning("queued event %s for %s rejected: %s", event, instance.id, exc)
+                    instance = engine.reject(instance, event, step, str(exc), now)
+            else:
+                log.warning("dropping a queued message for %s that heph does not know: %r", instance.id, message)
+                taken.append(message_id)
+                continue
+            taken.append(message_id)
+            instance = instance.copy()
+            instance.applied = (instance.applied + [message_id])[-APPLIED_KEPT:]
+        return instance, taken
+
+    def _drain(self, instance_id: str) -> Instance | None:
+        """Apply the mail queued for ``instance_id`` if nobody holds it now (None if somebody does,
+        or nothing was queued): the instance as written."""
+        if not self.storage.has_mail(instance_id):
+            return None
+        try:
+            with self.storage.session(instance_id, 0) as session:
+                runs = session.runs()
+                mail = session.mail()
+                if not mail:
+                    return None
+                if not runs:
+                    log.warning("dropping %d message(s) queued for %s: it has no run", len(mail), instance_id)
+                    session.drop_mail(str(m.get("id")) for m in mail)
+                    return None
+                instance = pick_run(runs, instance_id)
+                now = self.clock.now()
+                instance = self._recover(session, instance, now)
+                return self._drive(session, self.definition_of(instance), instance, "mail", saved=True)
+        except InstanceBusy:
+            return None
 
     def _run_step(self, definition: WorkflowDefinition, instance: Instance, entry: dict) -> Instance:
         """Execute one active step and apply its outcome (telemetry and a warning on failure)."""
@@ -282,7 +417,24 @@ class Hephaestus:
             raise InvalidVersion(f"version must be an int, got {version!r}", version=version)
         definition = cls.definition(cls.resolve_version(version, options or {}))
         now = self.clock.now()
-        with self.storage.session(instance_id, self.lock_timeout) as session:
+        try:
+            started = self._start_locked(definition, instance_id, initial, now, self._lock_wait())
+        except InstanceBusy:
+            note = self._running_note(instance_id)
+            scope = definition.unique.scope if definition.unique is not None else "workflow"
+            if note is not None and uniqueness.conflicts(
+                    _Facts(instance_id, "", definition.name, definition.version, "running", scope),
+                    _Facts(instance_id, str(note.get("run")), note["workflow"], note.get("version", 0), "running",
+                           note.get("scope", "workflow"))):
+                raise AlreadyRunning(instance_id=instance_id, workflow=note["workflow"], version=note.get("version"),
+                                     status="running") from None
+            started = self._start_locked(definition, instance_id, initial, now, self.lock_timeout)
+        self._after(instance_id)
+        return started
+
+    def _start_locked(self, definition: WorkflowDefinition, instance_id: str, initial: dict, now: datetime,
+                      timeout: float | None) -> Instance:
+        with self.storage.session(instance_id, timeout) as session:
             runs = session.runs()
             fresh = engine.new_instance(definition, instance_id, initial, now,
                                         new_run_id(now, runs[0].run if runs else None))
@@ -302,18 +454,75 @@ class Hephaestus:
         written) if the instance is not waiting or no waiting step accepts ``event`` — unless
         ``buffer``: then an event that some step of the instance's version declares is kept in
         its inbox (``Instance.inbox``) and delivered when such a step pauses.
+
+        While a step of the instance runs in another live process, the event is queued and
+        applied after that step (see ``deliver``); the instance as stored now is returned.
         """
-        return self.deliver(instance_id, event, data, step=step, buffer=buffer, workflow=workflow).instance
+        delivered = self.deliver(instance_id, event, data, step=step, buffer=buffer, workflow=workflow)
+        if delivered.instance is None:  # the id's first run is not stored yet: wait for its first write
+            return self._wait_for_run(instance_id)
+        return delivered.instance
 
     def deliver(self, instance_id: str, event: str, data: dict | None = None, *, step: str | None = None,
                 buffer: bool = False, workflow: Any = None) -> Delivery:
         """``resume``, saying what became of the event: ``Delivery(instance, outcome)``, outcome
-        ``"resumed"`` (a waiting step took it) or ``"buffered"`` (kept in the inbox)."""
+        ``"resumed"`` (a waiting step took it), ``"buffered"`` (kept in the inbox) or
+        ``"queued"``: a step of the instance runs in another live process, so the event was
+        queued durably (``Storage.post``) and is applied after that step, by that process (or,
+        if it dies, by the next command or ``tick`` on the id). An event the running version
+        declares nowhere is refused at once; one no step takes by the time it is applied is
+        recorded in the history as ``rejected`` (or buffered, with ``buffer``)."""
         if not isinstance(event, str) or not event:
             raise InvalidEvent(f"invalid event {event!r}: give the event name as a non-empty string",
                                instance_id=instance_id, event=event)
         plain = check_context(data, "the event data")
-        with self._existing(instance_id, workflow) as (session, instance):
+        try:
+            delivered = self._deliver_locked(instance_id, event, plain, step, buffer, workflow, self._lock_wait())
+        except (InstanceBusy, InstanceNotFound) as exc:  # not found: its first run may be being made
+            note = self._running_note(instance_id, workflow)
+            if note is not None:
+                return self._queue_event(instance_id, note, event, plain, step, buffer)
+            if isinstance(exc, InstanceNotFound):
+                raise
+            delivered = self._deliver_locked(instance_id, event, plain, step, buffer, workflow, None)
+        self._after(instance_id)
+        return delivered
+
+    def _queue_event(self, instance_id: str, note: dict, event: str, data: dict, step: str | None,
+                     buffer: bool) -> Delivery:
+        """Queue an event for an id whose step runs in another live process (``Storage.post``);
+        refused at once if the running version declares no such event (or step)."""
+        definition = self.workflow(note["workflow"]).definition(note.get("version"))
+        facts = {"instance_id": instance_id, "event": event, "step": step}
+        if event not in definition.all_events():
+            raise InvalidEvent(f"no step of {definition.name} v{definition.version} declares {event!r}; "
+                               f"nothing to queue it for", candidates=[], **facts)
+        if step is not None and event not in (definition.events_of(step) if step in definition.steps else ()):
+            raise InvalidEvent(f"step {step!r} of {definition.name} v{definition.version} does not declare "
+                               f"{event!r}", **facts)
+        self.storage.post(instance_id, {"kind": "event", "event": event, "data": data, "step": step,
+                                        "buffer": buffer, "run": note.get("run"),
+                                        "posted_at": self.clock.now().isoformat()})
+        return Delivery(self._drain(instance_id) or self._last(instance_id), "queued")
+
+    def _last(self, instance_id: str) -> Instance | None:
+        """The run a command means, as stored now (None if the id has none yet)."""
+        runs = self.storage.runs(instance_id)
+        return pick_run(runs, instance_id) if runs else None
+
+    def _after(self, instance_id: str) -> None:
+        """After a command's session: apply what was queued for the id while it held it (a
+        message posted between its last look and the end of its session would wait otherwise).
+        The command's own change is written: a failure here is a warning (``tick`` applies them)."""
+        try:
+            if self.storage.has_mail(instance_id):
+                self._drain(instance_id)
+        except StorageError as exc:
+            log.warning("could not apply the messages queued for %s (the next tick does): %s", instance_id, exc)
+
+    def _deliver_locked(self, instance_id: str, event: str, plain: dict, step: str | None, buffer: bool,
+                        workflow: Any, timeout: float | None) -> Delivery:
+        with self._existing(instance_id, workflow, timeout) as (session, instance):
             now = self.clock.now()
             instance = self._recover(session, instance, now)
             definition = self.definition_of(instance)
@@ -355,13 +564,54 @@ class Hephaestus:
         return self.storage.query(statuses=statuses, workflow=self._name(workflow), instance_id=id,
                                   version=version, limit=limit)
 
-    def cancel(self, instance_id: str, *, workflow: Any = None) -> Instance:
-        """Cancel the active run of ``instance_id``, dropping its timers; ``NotCancellable`` once finished."""
-        with self._existing(instance_id, workflow) as (session, instance):
+    def cancel(self, instance_id: str, *, workflow: Any = None, wait: bool = False) -> Instance:
+        """Cancel the active run of ``instance_id``, dropping its timers; ``NotCancellable`` once
+        finished. While a step of it runs in another live process, the cancel is requested
+        (see ``request_cancel``) and the run as stored now is returned, unless ``wait``: then
+        this returns once the run has ended."""
+        requested = self.request_cancel(instance_id, workflow=workflow)
+        if wait and requested.outcome == "cancel requested":
+            return self._wait_until_finished(instance_id)
+        return requested.instance or self._wait_for_run(instance_id)
+
+    def request_cancel(self, instance_id: str, *, workflow: Any = None) -> Delivery:
+        """``cancel``, saying how: ``Delivery(instance, "cancelled")``, or, while a step of the
+        instance runs in another live process, ``"cancel requested"``: the step finishes (its
+        result is recorded), no further step starts, and the instance ends ``cancelled``."""
+        try:
+            cancelled = self._cancel_locked(instance_id, workflow, self._lock_wait())
+        except (InstanceBusy, InstanceNotFound) as exc:
+            if (note := self._running_note(instance_id, workflow)) is not None:
+                self.storage.post(instance_id, {"kind": "cancel", "run": note.get("run"),
+                                                "posted_at": self.clock.now().isoformat()})
+                return Delivery(self._drain(instance_id) or self._last(instance_id), "cancel requested")
+            if isinstance(exc, InstanceNotFound):
+                raise
+            cancelled = self._cancel_locked(instance_id, workflow, None)
+        self._after(instance_id)
+        return Delivery(cancelled, "cancelled")
+
+    def _cancel_locked(self, instance_id: str, workflow: Any, timeout: float | None) -> Instance:
+        with self._existing(instance_id, workflow, timeout) as (session, instance):
             cancelled = engine.cancel(instance, self.clock.now())
             session.update(cancelled)
         self._emit_end(cancelled)
         return cancelled
+
+    def _wait_for_run(self, instance_id: str, poll: float = 0.05) -> Instance:
+        """The id's run as soon as one is stored."""
+        while (last := self._last(instance_id)) is None:
+            time.sleep(poll)
+        return last
+
+    def _wait_until_finished(self, instance_id: str, poll: float = 0.05) -> Instance:
+        """The id's run once it is no longer active (polled; Ctrl-C stops the wait, not the cancel)."""
+        while True:
+            last = self._last(instance_id)
+            if last is not None and not last.is_active and not self.storage.has_mail(instance_id):
+                return last
+            self._after(instance_id)
+            time.sleep(poll)
 
     def retry(self, instance_id: str, *, workflow: Any = None) -> Instance:
         """Re-run a failed instance from its failed step; ``NotRetryable`` if it has not failed."""
@@ -370,7 +620,9 @@ class Hephaestus:
             definition = self.definition_of(instance)
             retried = engine.begin(engine.retry(definition, instance, now), now, self._lease(now))
             uniqueness.check(retried, session.runs())
-            return self._drive(session, definition, retried, "retry")
+            done = self._drive(session, definition, retried, "retry")
+        self._after(instance_id)
+        return done
 
     def tick(self) -> Ticked:
         """Fire every due timer and retry, and finish runs interrupted by a dead process.
@@ -388,6 +640,13 @@ class Hephaestus:
         now = self.clock.now()
         for ref in self.storage.due_batches(now):
             self._one(done, ref, lambda ref=ref: self._fire_one(ref.id, ref.run, now))
+        try:
+            boxes = self.storage.mailboxes()  # queued for runs whose holder died, or left
+        except StorageError as exc:  # what was fired stays fired: the next tick tries again
+            log.warning("tick could not list the queued messages: %s", exc)
+            boxes = []
+        for instance_id in boxes:
+            self._one(done, RunRef(instance_id, ""), lambda i=instance_id: self._drain_one(i))
         for action in done:
             log.info("tick: %s %s of %s", action["kind"], action["step"], action["id"])
         return done
@@ -405,6 +664,15 @@ class Hephaestus:
             log.info("tick skipped %s: %s", ref.id, exc)
         except HephError as exc:  # corrupt, or a workflow/version no longer defined
             log.warning("tick skipped %s: %s", ref.id, exc)
+
+    def _drain_one(self, instance_id: str) -> builtins.list[dict]:
+        try:
+            drained = self._drain(instance_id)
+        except StorageError as exc:
+            if isinstance(exc, InstanceBusy):
+                raise
+            raise _WriteFailed(exc) from exc
+        return [] if drained is None else [{"id": instance_id, "run": drained.run, "step": "-", "kind": "mail"}]
 
     def _recover_one(self, instance_id: str, run: str) -> builtins.list[dict]:
         """Run the active steps of one interrupted run again, if it still is interrupted."""
@@ -449,11 +717,25 @@ class Hephaestus:
 
 
 class Delivery(NamedTuple):
-    """What ``deliver`` did with an event: the instance as written, and ``outcome``
-    (``"resumed"`` or ``"buffered"``)."""
+    """What ``deliver`` (or ``request_cancel``) did: the instance as stored, and ``outcome``:
+    ``"resumed"``, ``"buffered"``, ``"queued"`` (a step of it runs in another live process; the
+    event is applied after that step), ``"cancelled"`` or ``"cancel requested"``. ``instance``
+    is None only for a queued message whose id's first run is still being created."""
 
-    instance: Instance
+    instance: Instance | None
     outcome: str
+
+
+@dataclass
+class _Facts:
+    """A run as the uniqueness rule sees it (``uniqueness.RunFacts``), for a run not stored yet."""
+
+    id: str
+    run: str
+    workflow: str
+    version: int
+    status: str
+    scope: str
 
 
 class Ticked(list):

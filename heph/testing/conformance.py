@@ -683,6 +683,54 @@ class StorageConformance:
         assert error.instance_id == "conf::one"
         assert "busy" in str(error)
 
+    # -- busy instances and their mail (SPEC §6) ------------------------------------------------
+
+    def test_busy_tells_who_holds_an_id(self, storage):
+        self.put(storage, make_instance("conf::one"))
+        assert storage.busy("conf::one") is None
+        with storage.session("conf::one") as session:
+            assert storage.busy("conf::one") == {}  # held, nothing announced
+            session.announce({"step": "charge", "workflow": "conf", "pid": 7})
+            assert storage.busy("conf::one") == {"step": "charge", "workflow": "conf", "pid": 7}
+            assert storage.busy("conf::two") is None
+        assert storage.busy("conf::one") is None  # the note ends with the session
+        with storage.session("conf::one"):
+            assert storage.busy("conf::one") == {}  # and is not shown by the next holder
+
+    def test_posted_mail_waits_for_the_next_session_oldest_first(self, storage):
+        assert not storage.has_mail("conf::one") and storage.mailboxes() == []
+        first = storage.post("conf::one", {"kind": "event", "event": "a"})
+        second = storage.post("conf::one", {"kind": "event", "event": "b", "data": {"n": [1, "é"]}})
+        assert first != second
+        assert storage.has_mail("conf::one") and not storage.has_mail("conf::two")
+        assert storage.mailboxes() == ["conf::one"]
+        with storage.session("conf::one") as session:
+            mail = session.mail()
+            assert [m["id"] for m in mail] == [first, second]
+            assert mail[1]["event"] == "b" and mail[1]["data"] == {"n": [1, "é"]}
+            session.drop_mail([first])
+            assert [m["id"] for m in session.mail()] == [second]
+            session.drop_mail([second, "no-such-message"])
+            assert session.mail() == []
+        assert not storage.has_mail("conf::one") and storage.mailboxes() == []
+
+    def test_mail_can_be_posted_while_the_id_is_held(self, storage):
+        with storage.session("conf::one") as session:
+            posted = storage.post("conf::one", {"kind": "cancel"})
+            assert [m["id"] for m in session.mail()] == [posted]
+
+    def test_mail_persists_across_handles(self, storage):
+        posted = storage.post("conf::one", {"kind": "cancel"})
+        other = self.reopen_storage(storage)
+        if other is None:
+            pytest.skip("the adapter does not persist")
+        try:
+            assert other.mailboxes() == ["conf::one"]
+            with other.session("conf::one") as session:
+                assert [m["id"] for m in session.mail()] == [posted]
+        finally:
+            other.close()
+
     # -- sharing work among workers: claims, batches, waiting -----------------------------------
 
     @pytest.fixture

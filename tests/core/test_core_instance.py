@@ -276,7 +276,7 @@ _DELETE = object()
         (("arrived",), None, 'arrived: expected an object, got null'),
         (("completed",), "a", "completed: expected a list, got 'a'"),
         (("history",), {}, 'history: expected a list, got an object'),
-        (("history", 0, "outcome"), "exploded", "history[0].outcome: expected one of completed, async, resumed, failed, cancelled, got 'exploded'"),
+        (("history", 0, "outcome"), "exploded", "history[0].outcome: expected one of completed, async, resumed, failed, cancelled, rejected, got 'exploded'"),
         (("history", 0, "step"), None, 'history[0].step: expected a step key (a non-empty string), got null'),
         (("history", 0, "attempt"), False, 'history[0].attempt: expected an integer >= 1, got false'),
         (("history", 0, "started_at"), "2024-01-01 10:00", "history[0].started_at: time '2024-01-01 10:00' has no time zone"),

@@ -83,6 +83,9 @@ class FailingStore(MemoryStorage):
             def runs(self):
                 return self.session.runs()
 
+            def __getattr__(self, name):  # mail, announce, ...: the real session's
+                return getattr(self.session, name)
+
             def _write(self, how, instance):
                 if store.ids is None or instance.id in store.ids:
                     if store.writes >= store.fail_after:

@@ -265,6 +265,66 @@ def test_events_with_data_buffered_and_deadlines_on_postgres(pg):
     assert [h.event for h in app.get(second).history if h.step == "pgev_approve"] == [None, "expired"]
 
 
+PG_GATE = threading.Event()
+PG_ENTERED = threading.Event()
+
+
+class PgBzSlow(Step):
+    events = ["done"]
+    key = "pgbz_slow"
+
+    def execute(self, instance, config, context):
+        PG_ENTERED.set()
+        assert PG_GATE.wait(20)
+        return "done"
+
+
+class PgBzFlow(Workflow):
+    """pgev_pack's events after a slow step: slow -> approve (approved/expired) -> Done."""
+
+    unique = Unique("pgbz")
+    name = "pgbz_flow"
+    start = PgBzSlow
+    transitions = {PgBzSlow: {"done": PgEvApprove}, PgEvApprove: {"approved": Done, "expired": Done}}
+
+
+def _held(app, value):
+    PG_GATE.clear()
+    PG_ENTERED.clear()
+    thread = threading.Thread(target=lambda: app.start(PgBzFlow, value), daemon=True)
+    thread.start()
+    assert PG_ENTERED.wait(10)
+    return thread
+
+
+def test_busy_instances_on_postgres(pg):
+    app = pg_app(pg)
+    thread = _held(app, "b1")
+    try:
+        note = app.running("pgbz::b1")
+        assert note["step"] == "pgbz_slow" and note["pid"] == os.getpid()
+        began = time.monotonic()
+        assert app.deliver("pgbz::b1", "approved", {"by": "ann"}).outcome == "queued"
+        with pytest.raises(AlreadyRunning):
+            app.start(PgBzFlow, "b1")
+        assert time.monotonic() - began < 2 * 2
+        assert pg.mailboxes() == ["pgbz::b1"]
+    finally:
+        PG_GATE.set()
+        thread.join(20)
+    final = app.get("pgbz::b1")
+    assert final.status == "completed" and final.context.steps["pgev_approve"] == {"by": "ann"}
+    assert app.running("pgbz::b1") is None and pg.mailboxes() == []
+
+    thread = _held(app, "b2")
+    try:
+        assert app.request_cancel("pgbz::b2").outcome == "cancel requested"
+    finally:
+        PG_GATE.set()
+        thread.join(20)
+    assert app.get("pgbz::b2").status == "cancelled"
+
+
 def test_runtime_cancel_and_retry(pg):
     app = pg_app(pg)
     app.start(PgtFlow, "c1", {})
@@ -525,7 +585,7 @@ def test_migration_3_aligns_old_rows_and_replaces_the_indexes(monkeypatch):
                 f"updated_at, doc) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
                 (instance.id, instance.run, instance.workflow, instance.version, instance.status, registry_scope,
                  instance.created_at, instance.updated_at, Jsonb(doc)))
-    assert store.migrate() == [3]
+    assert store.migrate() == list(range(3, LATEST + 1))
     assert store.migrate() == []
     scopes = dict(store._read(f"SELECT id, unique_scope FROM {store._s}.runs"))
     assert scopes == {"pgm::a": "workflow", "pgm::b::0badcafe": "none", "pgm::c": "workflow"}

@@ -57,6 +57,23 @@ class Session(ABC):
         """Replace the stored run ``instance.run`` with ``instance`` (``StorageError`` if there is
         none); ``AlreadyRunning`` if it is active and conflicts with another active run."""
 
+    def announce(self, note: dict) -> None:
+        """Say what the session's holder is doing (the step it runs, since when, its pid and
+        host, the run's workflow, version and scope), for ``Storage.busy`` to tell others while
+        the session lasts. Not durable: it means nothing once the session has ended. The
+        default keeps nothing (``busy`` then answers None)."""
+        return None
+
+    def mail(self) -> list[dict]:
+        """The messages ``Storage.post`` queued for the id, oldest first (each with its ``id``).
+        The default: none."""
+        return []
+
+    def drop_mail(self, ids: Iterable[str]) -> None:
+        """Delete the queued messages ``ids`` (once what they asked for is written). The default
+        keeps none to drop."""
+        return None
+
 
 class Storage(ABC):
     """Where instances live. Adapters implement sessions (locking) and indexed queries."""
@@ -139,6 +156,30 @@ class Storage(ABC):
         with this message instead of acknowledging a run that could never be read back. The
         default: None (any JSON-safe instance is storable)."""
         return None
+
+    # -- busy instances and their mail (SPEC §6; defaults: nothing is queued) ----------------
+
+    def busy(self, instance_id: str) -> dict | None:
+        """The note (``Session.announce``) of the session holding ``instance_id`` right now,
+        ``{}`` if it announced nothing, None if no session holds it. Never waits. The default:
+        None (callers then wait for the session as before)."""
+        return None
+
+    def post(self, instance_id: str, message: dict) -> str:
+        """Queue ``message`` (JSON data) for ``instance_id`` durably, without its session; return
+        its id (ids sort in posting order). Whoever next holds the id's session applies it. The
+        default refuses: ``StorageError``."""
+        from heph.errors import StorageError
+
+        raise StorageError(f"{type(self).__name__} cannot queue messages for a busy instance")
+
+    def has_mail(self, instance_id: str) -> bool:
+        """Whether messages are queued for ``instance_id`` (a cheap check, without the session)."""
+        return False
+
+    def mailboxes(self) -> list[str]:
+        """Every instance id with queued messages (``tick`` applies those nobody holds)."""
+        return []
 
     def close(self) -> None:
         """Release resources (connections, file handles)."""

@@ -580,6 +580,7 @@ class _FileSession(Session):
         self._complete = False  # _known holds every run
         self._lines: dict = {}  # encode's cache: history lines, initial context, steps' updates
         self._renamed = False
+        self._announced = False  # .busy holds this session's note (removed when it ends)
 
     def close(self) -> None:
         """Make the session's renames durable; ``MaybeApplied`` if that fails (they may be on disk)."""
@@ -596,6 +597,34 @@ class _FileSession(Session):
             raise MaybeApplied(instance_id=self._id, path=str(synced),
                                reason=f"the write is in place, but the fsync of its directory failed "
                                       f"({os_error(exc)})") from None
+
+    def announce(self, note: dict) -> None:
+        """Write ``.busy`` in the id's directory (no fsync: a note means nothing after a crash,
+        when the lock is free again). A note that cannot be written is only not shown."""
+        data = json.dumps(note, ensure_ascii=False).encode("utf-8", "backslashreplace")
+        try:
+            fd = os.open(".busy", os.O_WRONLY | os.O_CREAT | os.O_TRUNC | _NOFOLLOW, 0o600, dir_fd=self._fd)
+            try:
+                os.write(fd, data)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            log.debug("could not write the busy note of %s: %s", self._id, os_error(exc))
+            return
+        self._announced = True
+
+    def withdraw(self) -> None:
+        """Remove this session's note, if it wrote one."""
+        if self._announced:
+            self._announced = False
+            with suppress(OSError):
+                os.unlink(".busy", dir_fd=self._fd)
+
+    def mail(self) -> list[dict]:
+        return self._store._mail_of(self._dir.name)
+
+    def drop_mail(self, ids: Iterable[str]) -> None:
+        self._store._drop_mail(self._dir.name, ids)
 
     def _listing(self) -> set[str]:
         if self._names is None:
@@ -878,10 +907,93 @@ class JsonFileStorage(Storage):
             if self._caches.get(instance_id) is session._lines:
                 del self._caches[instance_id]
             try:
+                session.withdraw()
                 session.close()
             finally:
                 lock.release()
                 _close(dir_fd)
+
+    # -- busy notes and mail (SPEC §6) ------------------------------------------------
+    # A session's holder announces what it runs in ``instances/<id>/.busy``; ``busy`` reads it
+    # while the id's lock is held. ``post`` queues a message as ``mail/<id>/<message id>.json``
+    # (written durably, without the lock); the next holder of the id's session reads and drops it.
+
+    def busy(self, instance_id: str) -> dict | None:
+        directory = self.instances / id_dir_name(instance_id)
+        if not self.is_busy(directory):
+            return None
+        try:
+            raw = _read_small(directory / ".busy", 65536)
+            note = json.loads(raw) if raw else {}
+        except (StorageError, ValueError):  # half written, or not heph's: busy, doing we know not what
+            return {}
+        return note if isinstance(note, dict) else {}
+
+    def post(self, instance_id: str, message: dict) -> str:
+        box = self.root / "mail" / id_dir_name(instance_id)
+        message_id = f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S%f}-{os.urandom(4).hex()}"
+        data = json.dumps({**message, "id": message_id}, ensure_ascii=False).encode("utf-8", "surrogatepass")
+        if len(data) > MAX_FILE_BYTES:
+            raise StorageError(f"the message for {instance_id} is larger than {MAX_FILE_BYTES} bytes")
+        path = box / f"{message_id}.json"
+        for _ in range(10):
+            _make_dirs(box, self.root)
+            try:
+                replace_file(path, data)
+                break
+            except FileNotFoundError:  # the box was emptied and removed meanwhile: make it again
+                continue
+            except OSError as exc:
+                raise _failure("write message file", path, exc) from None
+        else:
+            raise StorageError(f"cannot write message file {path}: its directory keeps disappearing")
+        try:
+            _fsync_dir(box)
+            _fsync_dir(box.parent)
+        except OSError as exc:
+            raise MaybeApplied(instance_id=instance_id, path=str(path),
+                               reason=f"the message is in place, but the fsync of its directory failed "
+                                      f"({os_error(exc)})") from None
+        return message_id
+
+    def has_mail(self, instance_id: str) -> bool:
+        return any(name.endswith(".json") for name in _names(self.root / "mail" / id_dir_name(instance_id)))
+
+    def mailboxes(self) -> list[str]:
+        mail = self.root / "mail"
+        return [_id_from_dir(name) for name, kind in _entries(mail) or ()
+                if kind == "dir" and _valid_id(_id_from_dir(name))
+                and any(n.endswith(".json") for n in _names(mail / name))]
+
+    def _mail_of(self, dir_name: str) -> list[dict]:
+        box = self.root / "mail" / dir_name
+        found = []
+        for name in sorted(n for n in _names(box) if n.endswith(".json") and not n.startswith(".")):
+            raw = _read_small(box / name, MAX_FILE_BYTES + 1)
+            try:
+                message = json.loads(raw) if raw is not None else None
+            except ValueError:
+                message = None
+            if raw is None:
+                continue  # dropped meanwhile
+            if not isinstance(message, dict) or message.get("id") != name[:-5]:
+                log.warning("skipping message file %s: not a message heph wrote", box / name)
+                continue
+            found.append(message)
+        return found
+
+    def _drop_mail(self, dir_name: str, ids: Iterable[str]) -> None:
+        box = self.root / "mail" / dir_name
+        for message_id in ids:
+            path = box / f"{message_id}.json"
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+            except OSError as exc:  # applied already (the instance records it): a later drain drops it
+                log.warning("could not remove message file %s: %s", path, os_error(exc))
+        with suppress(OSError):
+            os.rmdir(box)  # fails while another message waits there
 
     def _open_dir(self, directory: Path) -> int:
         try:

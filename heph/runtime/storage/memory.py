@@ -56,6 +56,22 @@ class _MemorySession(Session):
     def update(self, instance: Instance) -> None:
         self._store._write(self._id, instance, insert=False)
 
+    def announce(self, note: dict) -> None:
+        self._store._notes[self._id] = json.loads(json.dumps(note))
+
+    def mail(self) -> list[dict]:
+        with self._store._data_guard:
+            return [json.loads(m) for m in self._store._mail.get(self._id, [])]
+
+    def drop_mail(self, ids: Iterable[str]) -> None:
+        gone = set(ids)
+        with self._store._data_guard:
+            kept = [m for m in self._store._mail.get(self._id, []) if json.loads(m)["id"] not in gone]
+            if kept:
+                self._store._mail[self._id] = kept
+            else:
+                self._store._mail.pop(self._id, None)
+
 
 def _freeze(instance: Instance) -> str:
     return json.dumps(instance.to_dict())
@@ -78,6 +94,9 @@ class MemoryStorage(Storage):
         self._data_guard = threading.Lock()  # guards the documents and the index
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()  # guards _locks
+        self._notes: dict[str, dict] = {}  # id -> the note of its session's holder
+        self._mail: dict[str, list[str]] = {}  # id -> queued messages (JSON text), oldest first
+        self._posted = 0
         self.lock_timeout = lock_timeout
 
     @contextmanager
@@ -96,7 +115,29 @@ class MemoryStorage(Storage):
         try:
             yield _MemorySession(self, instance_id)
         finally:
+            self._notes.pop(instance_id, None)
             lock.release()
+
+    def busy(self, instance_id: str) -> dict | None:
+        lock = self._locks.get(instance_id)
+        if lock is None or not lock.locked():
+            return None
+        note = self._notes.get(instance_id)
+        return dict(note) if note is not None else {}
+
+    def post(self, instance_id: str, message: dict) -> str:
+        with self._data_guard:
+            self._posted += 1
+            message_id = f"{self._posted:012d}"
+            self._mail.setdefault(instance_id, []).append(json.dumps({**message, "id": message_id}))
+        return message_id
+
+    def has_mail(self, instance_id: str) -> bool:
+        return bool(self._mail.get(instance_id))
+
+    def mailboxes(self) -> list[str]:
+        with self._data_guard:
+            return sorted(self._mail)
 
     def _write(self, instance_id: str, instance: Instance, *, insert: bool) -> None:
         """Store ``instance`` (its id's session is held): refused, with nothing written, if the run

@@ -268,6 +268,25 @@ DROP INDEX IF EXISTS {s}.runs_unique_workflow;
 DROP INDEX IF EXISTS {s}.runs_unique_version;
 DROP INDEX IF EXISTS {s}.runs_unique_global;
 """),
+    (4, """
+-- Busy instances (SPEC §6). ``busy``: what the holder of an id's session lock runs (a note per
+-- id, written by that backend; unlogged: it means nothing once the lock is gone, and ``busy()``
+-- only believes the row of the backend holding the lock). ``mail``: messages queued for a busy
+-- id (``post``), applied and deleted by the next holder of its session.
+CREATE UNLOGGED TABLE IF NOT EXISTS {s}.busy (
+    id        text        PRIMARY KEY,
+    backend   integer     NOT NULL,
+    note      jsonb       NOT NULL,
+    noted_at  timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE IF NOT EXISTS {s}.mail (
+    id          text        NOT NULL,
+    message_id  text        NOT NULL,
+    message     jsonb       NOT NULL,
+    posted_at   timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT mail_pkey PRIMARY KEY (id, message_id)
+);
+"""),
 ]
 LATEST = MIGRATIONS[-1][0]
 
@@ -468,6 +487,7 @@ class _PgSession(Session):
         self._conn = conn
         self._id = instance_id
         self.lost: str | None = None  # why the connection, and the lock with it, is gone
+        self.announced = False  # this backend wrote the id's row in ``busy``
 
     def runs(self) -> list[Instance]:
         rows = self._execute(
@@ -482,6 +502,40 @@ class _PgSession(Session):
     def update(self, instance: Instance) -> None:
         self._check(instance)
         self._store._write(self, instance, insert=False)
+
+    def announce(self, note: dict) -> None:
+        """Upsert the id's row in ``busy`` as this backend's (a note that cannot be written is
+        only not shown; a lost connection shows at the next write)."""
+        from psycopg.types.json import Jsonb
+
+        if self.lost is not None:
+            return
+        try:
+            self._conn.execute(
+                f"INSERT INTO {self._store._s}.busy (id, backend, note) VALUES (%s, pg_backend_pid(), %s) "
+                f"ON CONFLICT (id) DO UPDATE SET backend = EXCLUDED.backend, note = EXCLUDED.note, noted_at = now()",
+                (self._id, Jsonb(note)))
+            self.announced = True
+        except _psycopg().Error as exc:
+            if _is_lost(self._conn, exc):
+                self.lost = _first_line(exc)
+            log.debug("could not write the busy note of %s: %s", self._id, _first_line(exc))
+
+    def withdraw(self) -> None:
+        """Delete this backend's note of the id, if it wrote one."""
+        if self.announced and self.lost is None:
+            self.announced = False
+            self._conn.execute(f"DELETE FROM {self._store._s}.busy WHERE id = %s AND backend = pg_backend_pid()",
+                               (self._id,))
+
+    def mail(self) -> list[dict]:
+        rows = self._execute(f"SELECT message FROM {self._store._s}.mail WHERE id = %s ORDER BY message_id",
+                             (self._id,)).fetchall()
+        return [message for (message,) in rows if isinstance(message, dict)]
+
+    def drop_mail(self, ids: Iterable[str]) -> None:
+        self._execute(f"DELETE FROM {self._store._s}.mail WHERE id = %s AND message_id = ANY(%s)",
+                      (self._id, list(ids)))
 
     def _check(self, instance: Instance) -> None:
         if instance.id != self._id:
@@ -781,6 +835,8 @@ class PostgresStorage(Storage):
 
     def _unlock(self, session: _PgSession, instance_id: str) -> None:
         conn = session._conn
+        with contextlib.suppress(_psycopg().Error):
+            session.withdraw()
         if (session.lost is not None or conn.closed
                 or conn.info.transaction_status != _psycopg().pq.TransactionStatus.IDLE):
             self._pool.discard(conn)  # closing the connection releases the lock, if the server still holds it
@@ -791,6 +847,41 @@ class PostgresStorage(Storage):
             self._pool.discard(conn)
         else:
             self._pool.put(conn)
+
+    # -- busy instances and their mail (SPEC §6; migration 4) --------------------------------
+
+    def busy(self, instance_id: str) -> dict | None:
+        """The note of the backend holding the id's advisory lock (``pg_locks``), ``{}`` if it
+        wrote none, None if no backend holds it."""
+        rows = self._read(
+            f"WITH k AS (SELECT hashtextextended(%s, %s) AS key), "
+            f"holder AS (SELECT l.pid FROM pg_locks AS l, k WHERE l.locktype = 'advisory' AND l.granted "
+            f"  AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+            f"  AND l.objsubid = 1 AND l.classid = ((k.key >> 32) & 4294967295)::oid "
+            f"  AND l.objid = (k.key & 4294967295)::oid) "
+            f"SELECT holder.pid, b.note FROM holder LEFT JOIN {self._s}.busy AS b "
+            f"  ON b.id = %s AND b.backend = holder.pid LIMIT 1",
+            (instance_id, self._seed, instance_id))
+        if not rows:
+            return None
+        note = rows[0][1]
+        return note if isinstance(note, dict) else {}
+
+    def post(self, instance_id: str, message: dict) -> str:
+        from psycopg.types.json import Jsonb
+
+        check_id(instance_id)
+        message_id = f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S%f}-{os.urandom(4).hex()}"
+        self._with_conn(lambda conn: conn.execute(
+            f"INSERT INTO {self._s}.mail (id, message_id, message) VALUES (%s, %s, %s) ON CONFLICT DO NOTHING",
+            (instance_id, message_id, Jsonb({**message, "id": message_id}))))
+        return message_id
+
+    def has_mail(self, instance_id: str) -> bool:
+        return bool(self._read(f"SELECT 1 FROM {self._s}.mail WHERE id = %s LIMIT 1", (instance_id,)))
+
+    def mailboxes(self) -> list[str]:
+        return [i for (i,) in self._read(f"SELECT DISTINCT id FROM {self._s}.mail ORDER BY id")]
 
     def runs(self, instance_id: str) -> list[Instance]:
         rows = self._read(f"SELECT run, doc FROM {self._s}.runs WHERE id = %s ORDER BY run DESC", (instance_id,))
