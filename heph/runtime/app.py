@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+import functools
 import json
 import logging
 import os
@@ -38,6 +39,7 @@ from heph.errors import (
     StorageError,
     UnknownWorkflow,
 )
+from heph.runtime.announcer import ANNOUNCER
 from heph.runtime.clock import SystemClock
 from heph.runtime.storage.base import RunRef, Session, Storage
 from heph.runtime.telemetry import emit, listening
@@ -47,7 +49,9 @@ __all__ = ["Delivery", "Hephaestus", "check_context", "current_app", "new_run_id
 log = logging.getLogger("heph")
 
 MAX_CONTEXT_BYTES = 2 * 1024 * 1024
+_HOST = os.uname().nodename
 BUSY_WAIT = 0.5  # seconds a command waits for a busy id before asking what its holder runs
+NOTE_WAIT = 1.2  # seconds, from then, it keeps asking (a note is written a moment into the step)
 APPLIED_KEPT = 64  # ids of applied queued messages an instance remembers
 
 
@@ -153,7 +157,7 @@ class Hephaestus:
         return None if workflow is None else self.workflow(workflow).__heph_workflow_name__
 
     def _lease(self, now: datetime) -> dict:
-        return {"pid": os.getpid(), "host": os.uname().nodename, "since": now.isoformat()}
+        return {"pid": os.getpid(), "host": _HOST, "since": now.isoformat()}
 
     @contextmanager
     def _existing(self, instance_id: str, workflow: Any,
@@ -172,6 +176,31 @@ class Hephaestus:
         """How long a command waits for a busy id before it asks what the holder is doing."""
         full = self.lock_timeout if self.lock_timeout is not None else getattr(self.storage, "lock_timeout", 30.0)
         return min(BUSY_WAIT, full) if full is not None else BUSY_WAIT
+
+    def _locked_or_note(self, instance_id: str, workflow: Any, attempt: Any) -> tuple[Any, dict | None]:
+        """``(attempt(timeout), None)`` once the command gets the id's lock, or ``(None, note)``
+        when its holder runs a step (its note, ``Storage.busy``). A step's note is written a
+        moment after it begins (``heph.runtime.announcer``), so a busy id without a note is
+        asked again for up to ``NOTE_WAIT`` seconds; then the command waits for the lock as
+        long as ``lock_timeout`` allows. ``InstanceNotFound`` stands for busy while the id's
+        first run is being made."""
+        deadline = time.monotonic() + NOTE_WAIT
+        timeout = self._lock_wait()
+        while True:
+            try:
+                return attempt(timeout), None
+            except (InstanceBusy, InstanceNotFound) as exc:
+                note = self._running_note(instance_id, workflow)
+                if note is not None:
+                    return None, note
+                if isinstance(exc, InstanceNotFound) and self.storage.busy(instance_id) is None:
+                    raise
+                if time.monotonic() >= deadline:
+                    if isinstance(exc, InstanceNotFound):
+                        raise
+                    break
+                timeout = 0.05
+        return attempt(self.lock_timeout), None
 
     def running(self, instance_id: str) -> dict | None:
         """What a live process runs of ``instance_id`` right now: ``{"step", "since", "pid", "host",
@@ -246,8 +275,11 @@ class Hephaestus:
                 # Done runs no user code: the write after it is enough (a crash re-runs Done)
                 save()
             if not issubclass(definition.steps[key], Done):
-                session.announce(self._note(instance, key))
-            instance = self._run_step(definition, instance, entry)
+                ANNOUNCER.running(session, functools.partial(self._note, instance, key))
+            try:
+                instance = self._run_step(definition, instance, entry)
+            finally:
+                ANNOUNCER.clear(session)
             if instance.status == "running":
                 instance.lease = lease
             ran, saved = True, False
@@ -269,12 +301,14 @@ class Hephaestus:
                         instance_id, exc)
             return []
 
-    def _note(self, instance: Instance, step: str) -> dict:
+    @staticmethod
+    def _note(instance: Instance, step: str, since: str) -> dict:
         """What this process announces while it runs ``step`` of ``instance`` (``Storage.busy``);
-        ``since`` is the wall clock's (the note is about a live process, whatever the app's clock)."""
+        ``since``: when the step began, by the wall clock (the note is about a live process,
+        whatever the app's clock)."""
         return {"workflow": instance.workflow, "version": instance.version, "scope": instance.scope,
-                "run": instance.run, "step": step, "since": datetime.now(timezone.utc).isoformat(), "pid": os.getpid(),
-                "host": os.uname().nodename}
+                "run": instance.run, "step": step, "since": since, "pid": os.getpid(),
+                "host": _HOST}
 
     def _apply_mail(self, definition: WorkflowDefinition, instance: Instance, mail: builtins.list[dict],
                     lease: dict | None, paused: bool) -> tuple[Instance, builtins.list[str]]:
@@ -417,17 +451,16 @@ class Hephaestus:
             raise InvalidVersion(f"version must be an int, got {version!r}", version=version)
         definition = cls.definition(cls.resolve_version(version, options or {}))
         now = self.clock.now()
-        try:
-            started = self._start_locked(definition, instance_id, initial, now, self._lock_wait())
-        except InstanceBusy:
-            note = self._running_note(instance_id)
+        started, note = self._locked_or_note(
+            instance_id, None, lambda timeout: self._start_locked(definition, instance_id, initial, now, timeout))
+        if note is not None:
             scope = definition.unique.scope if definition.unique is not None else "workflow"
-            if note is not None and uniqueness.conflicts(
+            if uniqueness.conflicts(
                     _Facts(instance_id, "", definition.name, definition.version, "running", scope),
                     _Facts(instance_id, str(note.get("run")), note["workflow"], note.get("version", 0), "running",
                            note.get("scope", "workflow"))):
                 raise AlreadyRunning(instance_id=instance_id, workflow=note["workflow"], version=note.get("version"),
-                                     status="running") from None
+                                     status="running")
             started = self._start_locked(definition, instance_id, initial, now, self.lock_timeout)
         self._after(instance_id)
         return started
@@ -476,15 +509,11 @@ class Hephaestus:
             raise InvalidEvent(f"invalid event {event!r}: give the event name as a non-empty string",
                                instance_id=instance_id, event=event)
         plain = check_context(data, "the event data")
-        try:
-            delivered = self._deliver_locked(instance_id, event, plain, step, buffer, workflow, self._lock_wait())
-        except (InstanceBusy, InstanceNotFound) as exc:  # not found: its first run may be being made
-            note = self._running_note(instance_id, workflow)
-            if note is not None:
-                return self._queue_event(instance_id, note, event, plain, step, buffer)
-            if isinstance(exc, InstanceNotFound):
-                raise
-            delivered = self._deliver_locked(instance_id, event, plain, step, buffer, workflow, None)
+        delivered, note = self._locked_or_note(
+            instance_id, workflow,
+            lambda timeout: self._deliver_locked(instance_id, event, plain, step, buffer, workflow, timeout))
+        if note is not None:
+            return self._queue_event(instance_id, note, event, plain, step, buffer)
         self._after(instance_id)
         return delivered
 
@@ -578,16 +607,12 @@ class Hephaestus:
         """``cancel``, saying how: ``Delivery(instance, "cancelled")``, or, while a step of the
         instance runs in another live process, ``"cancel requested"``: the step finishes (its
         result is recorded), no further step starts, and the instance ends ``cancelled``."""
-        try:
-            cancelled = self._cancel_locked(instance_id, workflow, self._lock_wait())
-        except (InstanceBusy, InstanceNotFound) as exc:
-            if (note := self._running_note(instance_id, workflow)) is not None:
-                self.storage.post(instance_id, {"kind": "cancel", "run": note.get("run"),
-                                                "posted_at": self.clock.now().isoformat()})
-                return Delivery(self._drain(instance_id) or self._last(instance_id), "cancel requested")
-            if isinstance(exc, InstanceNotFound):
-                raise
-            cancelled = self._cancel_locked(instance_id, workflow, None)
+        cancelled, note = self._locked_or_note(
+            instance_id, workflow, lambda timeout: self._cancel_locked(instance_id, workflow, timeout))
+        if note is not None:
+            self.storage.post(instance_id, {"kind": "cancel", "run": note.get("run"),
+                                            "posted_at": self.clock.now().isoformat()})
+            return Delivery(self._drain(instance_id) or self._last(instance_id), "cancel requested")
         self._after(instance_id)
         return Delivery(cancelled, "cancelled")
 

@@ -101,6 +101,14 @@ class _Running:
         return self.result.get("out")
 
 
+def _note_of(app, instance_id, within=2.0):
+    """The busy note of ``instance_id`` (written a moment after its step began)."""
+    deadline = time.monotonic() + within
+    while not (note := app.storage.busy(instance_id)) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return note
+
+
 def _timed(fn):
     began = time.monotonic()
     out = fn()
@@ -110,8 +118,8 @@ def _timed(fn):
 def test_busy_reports_the_running_step(app):
     running = _Running(app, call=lambda: app.start(BzFlow, "v1"))
     # the first run's first step is running: nothing is stored yet, the note says what runs
-    note = app.storage.busy("bz::v1")
-    assert note is not None and note["step"] == "slow" and note["workflow"] == "bz_flow"
+    note = _note_of(app, "bz::v1")
+    assert note and note["step"] == "slow" and note["workflow"] == "bz_flow"
     assert note["pid"] > 0 and note["since"]
     running.release()
     assert app.storage.busy("bz::v1") is None
@@ -134,7 +142,7 @@ def test_resume_of_a_stored_run_whose_step_runs_is_queued(app):
     running = _Running(app, call=lambda: app.resume(instance_id, "go"))
     shown = app.get(instance_id)
     assert shown.status == "waiting"  # as stored: the step's result is not written yet
-    assert app.storage.busy(instance_id)["step"] == "slow"
+    assert _note_of(app, instance_id)["step"] == "slow"
     resumed, took = _timed(lambda: app.resume(instance_id, "approved", {"ok": 1}))
     assert took < 2 and resumed.id == instance_id
     assert running.release().status == "completed"
@@ -239,3 +247,15 @@ def test_a_message_for_a_run_that_is_gone_is_dropped_not_applied_to_another(app,
     final = app.get(instance_id)
     assert final.status == "waiting" and not app.storage.has_mail(instance_id)
     assert "that run is gone" in caplog.text
+
+
+def test_a_note_left_by_a_killed_holder_is_not_shown_for_the_next(tmp_path):
+    store = heph.JsonFileStorage(tmp_path / "store")
+    with store.session("bz::k1") as session:
+        session.announce({"step": "slow", "workflow": "bz_flow", "pid": 1})
+        (tmp_path / "store" / "instances" / "bz~k1" / ".busy").read_bytes()  # written
+        # as if killed here: the note stays behind
+        session._announced = False
+    assert (tmp_path / "store" / "instances" / "bz~k1" / ".busy").read_bytes()
+    with store.session("bz::k1"):
+        assert store.busy("bz::k1") == {}

@@ -301,7 +301,9 @@ def test_busy_instances_on_postgres(pg):
     app = pg_app(pg)
     thread = _held(app, "b1")
     try:
-        note = app.running("pgbz::b1")
+        deadline = time.monotonic() + 2  # the note is written a moment after the step began
+        while (note := app.running("pgbz::b1")) is None and time.monotonic() < deadline:
+            time.sleep(0.02)
         assert note["step"] == "pgbz_slow" and note["pid"] == os.getpid()
         began = time.monotonic()
         assert app.deliver("pgbz::b1", "approved", {"by": "ann"}).outcome == "queued"

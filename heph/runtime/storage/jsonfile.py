@@ -580,7 +580,7 @@ class _FileSession(Session):
         self._complete = False  # _known holds every run
         self._lines: dict = {}  # encode's cache: history lines, initial context, steps' updates
         self._renamed = False
-        self._announced = False  # .busy holds this session's note (removed when it ends)
+        self._announced = False  # .busy holds this session's note (emptied when it ends)
 
     def close(self) -> None:
         """Make the session's renames durable; ``MaybeApplied`` if that fails (they may be on disk)."""
@@ -599,8 +599,10 @@ class _FileSession(Session):
                                       f"({os_error(exc)})") from None
 
     def announce(self, note: dict) -> None:
-        """Write ``.busy`` in the id's directory (no fsync: a note means nothing after a crash,
-        when the lock is free again). A note that cannot be written is only not shown."""
+        """Write the note into ``.busy`` in the id's directory (no fsync: a note means nothing
+        after a crash, when the lock is free again). The file is made once and then only
+        rewritten and emptied, never removed: the directory, which the session fsyncs, does not
+        change. A note that cannot be written is only not shown."""
         data = json.dumps(note, ensure_ascii=False).encode("utf-8", "backslashreplace")
         try:
             fd = os.open(".busy", os.O_WRONLY | os.O_CREAT | os.O_TRUNC | _NOFOLLOW, 0o600, dir_fd=self._fd)
@@ -613,12 +615,22 @@ class _FileSession(Session):
             return
         self._announced = True
 
+    def forget_stale_note(self) -> None:
+        """Empty a note a killed holder left (``.busy`` must speak for this session only)."""
+        try:
+            left = os.stat(".busy", dir_fd=self._fd, follow_symlinks=False).st_size
+        except OSError:
+            return
+        if left:
+            self._announced = True
+            self.withdraw()
+
     def withdraw(self) -> None:
-        """Remove this session's note, if it wrote one."""
+        """Empty this session's note, if it wrote one (an empty ``.busy`` says nothing)."""
         if self._announced:
             self._announced = False
             with suppress(OSError):
-                os.unlink(".busy", dir_fd=self._fd)
+                os.close(os.open(".busy", os.O_WRONLY | os.O_TRUNC | _NOFOLLOW, dir_fd=self._fd))
 
     def mail(self) -> list[dict]:
         return self._store._mail_of(self._dir.name)
@@ -902,6 +914,7 @@ class JsonFileStorage(Storage):
         session = _FileSession(self, instance_id, directory, dir_fd, names)
         self._caches[instance_id] = session._lines
         try:
+            session.forget_stale_note()
             yield session
         finally:
             if self._caches.get(instance_id) is session._lines:
