@@ -728,6 +728,7 @@ class JsonFileStorage(Storage):
         check_store_path(path)
         self.root = Path(path)
         self.instances = self.root / "instances"
+        self._mail_root = os.path.join(self.root, "mail")  # text: checked between every two steps
         self.index = self.root / "index"
         self._format = os.path.join(self.root, "FORMAT")
         self.lock_timeout = lock_timeout
@@ -970,7 +971,7 @@ class JsonFileStorage(Storage):
         return message_id
 
     def has_mail(self, instance_id: str) -> bool:
-        return any(name.endswith(".json") for name in _names(self.root / "mail" / id_dir_name(instance_id)))
+        return any(name.endswith(".json") for name in _names(f"{self._mail_root}/{id_dir_name(instance_id)}"))
 
     def mailboxes(self) -> list[str]:
         mail = self.root / "mail"
@@ -979,9 +980,12 @@ class JsonFileStorage(Storage):
                 and any(n.endswith(".json") for n in _names(mail / name))]
 
     def _mail_of(self, dir_name: str) -> list[dict]:
+        names = _names(f"{self._mail_root}/{dir_name}")
+        if not names:
+            return []
         box = self.root / "mail" / dir_name
         found = []
-        for name in sorted(n for n in _names(box) if n.endswith(".json") and not n.startswith(".")):
+        for name in sorted(n for n in names if n.endswith(".json") and not n.startswith(".")):
             raw = _read_small(box / name, MAX_FILE_BYTES + 1)
             try:
                 message = json.loads(raw) if raw is not None else None
