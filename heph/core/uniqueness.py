@@ -8,6 +8,7 @@ storage adapter's ``insert``/``update`` and ``heph storage copy`` all ask ``conf
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Protocol
 
 from heph.errors import AlreadyRunning
@@ -17,6 +18,19 @@ ACTIVE = ("pending", "running", "waiting")
 
 class RunFacts(Protocol):
     """What the rule reads of a run (an ``Instance`` has all of it)."""
+
+    id: str
+    run: str
+    workflow: str
+    version: int
+    status: str
+    scope: str
+
+
+@dataclass
+class Facts:
+    """A ``RunFacts`` of a run known only by its facts (one not stored yet, one another
+    process announces it runs)."""
 
     id: str
     run: str

@@ -11,7 +11,6 @@ import threading
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, NamedTuple
 
@@ -455,10 +454,10 @@ class Hephaestus:
             instance_id, None, lambda timeout: self._start_locked(definition, instance_id, initial, now, timeout))
         if note is not None:
             scope = definition.unique.scope if definition.unique is not None else "workflow"
-            if uniqueness.conflicts(
-                    _Facts(instance_id, "", definition.name, definition.version, "running", scope),
-                    _Facts(instance_id, str(note.get("run")), note["workflow"], note.get("version", 0), "running",
-                           note.get("scope", "workflow"))):
+            mine = uniqueness.Facts(instance_id, "", definition.name, definition.version, "running", scope)
+            theirs = uniqueness.Facts(instance_id, str(note.get("run")), note["workflow"], note.get("version", 0),
+                                      "running", note.get("scope", "workflow"))
+            if uniqueness.conflicts(mine, theirs):
                 raise AlreadyRunning(instance_id=instance_id, workflow=note["workflow"], version=note.get("version"),
                                      status="running")
             started = self._start_locked(definition, instance_id, initial, now, self.lock_timeout)
@@ -749,18 +748,6 @@ class Delivery(NamedTuple):
 
     instance: Instance | None
     outcome: str
-
-
-@dataclass
-class _Facts:
-    """A run as the uniqueness rule sees it (``uniqueness.RunFacts``), for a run not stored yet."""
-
-    id: str
-    run: str
-    workflow: str
-    version: int
-    status: str
-    scope: str
 
 
 class Ticked(list):
