@@ -623,8 +623,11 @@ class Hephaestus:
         return cancelled
 
     def _wait_for_run(self, instance_id: str, poll: float = 0.05) -> Instance:
-        """The id's run as soon as one is stored."""
+        """The id's run as soon as one is stored; ``InstanceNotFound`` if its maker goes away
+        first (a start killed before its first write leaves no run)."""
         while (last := self._last(instance_id)) is None:
+            if self.storage.busy(instance_id) is None and self._last(instance_id) is None:
+                raise InstanceNotFound(instance_id=instance_id)
             time.sleep(poll)
         return last
 
