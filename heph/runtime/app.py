@@ -662,11 +662,17 @@ class Hephaestus:
         defined), with a warning: one bad instance never stops the others.
         """
         done = Ticked()
-        for ref in self.storage.interrupted():
-            self._one(done, ref, lambda ref=ref: self._recover_one(ref.id, ref.run))
-        now = self.clock.now()
-        for ref in self.storage.due_batches(now):
-            self._one(done, ref, lambda ref=ref: self._fire_one(ref.id, ref.run, now))
+        try:
+            for ref in self.storage.interrupted():
+                self._one(done, ref, lambda ref=ref: self._recover_one(ref.id, ref.run))
+            now = self.clock.now()
+            for ref in self.storage.due_batches(now):
+                self._one(done, ref, lambda ref=ref: self._fire_one(ref.id, ref.run, now))
+        except StorageError as exc:  # listing the work failed: say so, and whether some was done
+            if not done or isinstance(exc, MaybeApplied):
+                raise
+            raise MaybeApplied(f"tick stopped after it had done the due work of {len(done)} run(s) "
+                               f"(that part is written): {exc}; the next tick does the rest", reason=str(exc)) from None
         try:
             boxes = self.storage.mailboxes()  # queued for runs whose holder died, or left
         except StorageError as exc:  # what was fired stays fired: the next tick tries again

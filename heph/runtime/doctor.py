@@ -18,7 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-from heph.errors import StorageError
+from heph.errors import MaybeApplied, StorageError
 from heph.runtime.storage.jsonfile import CorruptFile, JsonFileStorage, read_instance
 
 
@@ -98,6 +98,9 @@ def _repair(store: JsonFileStorage, links: list[Path], report: dict) -> dict:
                 moved.append(target)
         index = store.rebuild_index()
     except StorageError as exc:
-        done = f" (moved {len(moved)} file(s) to quarantine/ first)" if moved else ""
-        raise StorageError(f"the repair of {store.root} stopped{done}: {exc}") from None
+        if not moved:
+            raise StorageError(f"the repair of {store.root} stopped, having changed nothing: {exc}") from None
+        raise MaybeApplied(f"the repair of {store.root} stopped after moving {len(moved)} file(s) to quarantine/ "
+                           f"(that part is done): {exc}; run heph doctor to see what is left", path=str(store.root),
+                           reason=str(exc)) from None
     return {"quarantined": moved, "index": index}

@@ -184,3 +184,27 @@ def test_the_newest_run_is_the_last_made_even_after_the_clock_jumped_back():
     assert app.get("rlg::a").run == second.run
     app.resume("rlg::a", "received")
     assert app.get("rlg::a").run == second.run          # both finished: still the newest
+
+
+class DueListingFails(MemoryStorage):
+    """A store whose due index cannot be listed (after the interrupted runs could)."""
+
+    def due_batches(self, now, batch=100):
+        raise StorageError("cannot list directory index/due: [Errno 5] Input/output error")
+
+
+def test_a_tick_that_stops_after_doing_some_work_says_it_may_have_been_applied():
+    from heph.testing.conformance import make_instance
+
+    store = DueListingFails()
+    app = heph.Hephaestus(storage=store, clock=heph.ManualClock(T0))
+    interrupted = make_instance("rl::left", status="running", workflow="rl_flow")
+    interrupted.active = [{"step": "rl_after", "config": None, "attempt": 1, "first_attempt": 1}]
+    with store.session(interrupted.id) as session:
+        session.insert(interrupted)
+    with pytest.raises(MaybeApplied, match=r"tick stopped after it had done the due work of 1 run\(s\)"):
+        app.tick()
+    assert app.get("rl::left").status == "completed"  # the part it did is written
+    with pytest.raises(StorageError) as nothing_done:  # nothing to recover: a plain refusal
+        app.tick()
+    assert not isinstance(nothing_done.value, MaybeApplied)
