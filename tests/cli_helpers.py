@@ -13,7 +13,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 SAMPLE = Path(__file__).resolve().parent.parent / "sample_project"
-SAMPLE_WORKFLOWS = ["checkout", "createuser", "fulfilment", "notificationflow", "orderflow", "paymentflow", "reminderflow"]
+SAMPLE_WORKFLOWS = ["checkout", "createuser", "dailyreport", "fulfilment", "notificationflow", "orderflow", "paymentflow",
+                    "reminderflow"]
 ANSI = "\x1b["
 
 # Variables that would change what heph prints (colours, terminal width) or which project it uses.

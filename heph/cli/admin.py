@@ -162,7 +162,8 @@ def storage_copy(
         emit(json_out, report,
               f"copied {report['copied']} run(s) of {report['ids']} instance id(s) from {report['source']} to "
               f"{report['target']} ({report['already_present']} already there); "
-              f"verified {report['verified']}/{report['runs']} checksums (sha256 {report['checksum'][:16]}...)")
+              f"verified {report['verified']}/{report['runs']} checksums (sha256 {report['checksum'][:16]}...); "
+              f"{report['schedules']} schedule state(s) copied")
 
 
 def _target_config(to: str) -> Path:

@@ -328,13 +328,19 @@ def check(json_out: bool = False) -> None:
             rows.append({"name": name, "key": cls.__heph_unique__.key, "scope": cls.__heph_unique__.scope,
                          "versions": versions, "current": cls.__heph_current__, "steps": len(current.steps),
                          "tags": list(cls.tags if cls.tags else current.tags), "file": current.file,
-                         "line": current.line, "metadata": _metadata(cls)})
+                         "line": current.line, "metadata": _metadata(cls),
+                         "schedules": [{"cron": sch.cron, "value": sch.value, "catchup": sch.catchup,
+                                        "context": sch.context} for sch in cls.__heph_schedules__]})
         if json_out:
             echo(json.dumps({"workflows": rows, "errors": problems, "ok": not problems}))
         else:
             from heph.cli import render
 
             render.check(render.console(), rows, problems)
+            for name, cls in sorted(registry().items()):
+                for sch in cls.__heph_schedules__:
+                    echo(printable(f"schedule  {name}: cron {sch.cron!r} (UTC), value {sch.value!r}, "
+                                   f"catchup {sch.catchup}"))
         if not rows and not problems:
             echo(f"warning: {project.config} lists no module that defines a workflow "
                  f"(name the modules that define them under workflows:)", err=True)
@@ -535,6 +541,23 @@ def graph(workflow: str, fmt: str = "tree", instance: Optional[str] = None, vers
             from heph.cli import render
 
             render.console().print(render.graph_tree(drawing.tree(definition, inst)))
+
+
+def schedules(json_out: bool = False) -> None:
+    """List every schedule of the project's workflows and its state."""
+    with refusals(json_out):
+        project, _ = current_project()
+        found = _app(project).schedules()
+        if json_out:
+            echo(json.dumps({"schedules": found}))
+            return
+        if not found:
+            echo("no schedules (set schedules = [heph.Schedule(cron=...)] on a workflow class)")
+            return
+        from heph.cli import plain
+
+        plain.schedule_table(echo, found)
+        echo(f"{len(found)} schedule(s); heph tick or heph worker starts them when due")
 
 
 def tick(json_out: bool = False) -> None:

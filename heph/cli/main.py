@@ -124,6 +124,12 @@ def tick(json_out: JsonOption = False) -> None:
 
 
 @cli.command()
+def schedules(json_out: JsonOption = False) -> None:
+    """List every schedule: workflow, cron, value, catch-up, the last slot started, the next slot."""
+    commands.schedules(json_out=json_out)
+
+
+@cli.command()
 def worker(
     interval: Annotated[float, typer.Option("--interval", min=0.05, help="Seconds between ticks.")] = 1.0,
     iterations: Annotated[Optional[int], typer.Option(

@@ -83,3 +83,8 @@ def show(write: Write, inst: Instance, runs: int = 1, metadata: dict | None = No
 def list_table(write: Write, instances: list[Instance], busy: dict | None = None) -> None:
     """One row per instance: id, workflow, version, status, waiting steps, next due and creation times."""
     write(_fit("\n".join(table(text.LIST_COLUMNS, text.list_rows(instances, busy)))))
+
+
+def schedule_table(write: Write, schedules: list[dict]) -> None:
+    """One row per schedule (``heph schedules``): workflow, cron, value, catch-up, last and next slot."""
+    write(_fit("\n".join(table(text.SCHEDULE_COLUMNS, text.schedule_rows(schedules)))))

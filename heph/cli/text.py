@@ -105,6 +105,16 @@ def _stamp(text: object) -> str:
     return str(text)[:19].replace("T", " ") if text else "-"
 
 
+SCHEDULE_COLUMNS = ("workflow", "cron (UTC)", "value", "catchup", "last started (UTC)", "next (UTC)")
+
+
+def schedule_rows(schedules: list[dict]) -> list[tuple[str, ...]]:
+    """One printable row per schedule (``SCHEDULE_COLUMNS``)."""
+    return [tuple(printable(c) for c in (s["workflow"], s["cron"], s["value"], s["catchup"], _stamp(s["last"]),
+                                          _stamp(s["next"])))
+            for s in schedules]
+
+
 def running(note: dict) -> str:
     """What a busy note (``Storage.busy``) says: the step, since when and who runs it."""
     return (f"step {note.get('step')} since {_stamp(note.get('since'))} UTC, pid {note.get('pid')} on "

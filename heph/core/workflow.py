@@ -11,6 +11,7 @@ from heph.core import validation
 from heph.core.current import FacadeApp, current_app
 from heph.core.definition import Unique, WorkflowDefinition
 from heph.core.ids import build_id, check_id, parse_id
+from heph.core.schedules import check_schedules
 from heph.errors import InvalidId, InvalidVersion, WorkflowDefinitionError
 
 _REGISTRY: dict[str, type[Facade]] = {}
@@ -99,6 +100,8 @@ class Facade:
     name: ClassVar[str]
     tags: ClassVar[list[str]] = []
     metadata: ClassVar[dict] = {}
+    schedules: ClassVar[list] = []  # heph.Schedule(...) entries: started by tick/worker (SPEC §10)
+    __heph_schedules__: ClassVar[tuple] = ()
 
     @classmethod
     def _app(cls) -> FacadeApp:
@@ -213,7 +216,10 @@ class Workflow(Facade, metaclass=WorkflowMeta):
         cls.name = name  # the default reads as the class attribute too (SPEC §2)
         is_version_module = "version" in cls.__dict__ and getattr(cls, "unique", None) is None
         definition, problems = validation.compile_workflow(cls, name=name, unique_required=not is_version_module)
-        problems = validation.located(problems, cls.__heph_file__, cls.__heph_line__, cls.__qualname__)
+        cls.__heph_schedules__, found = check_schedules(getattr(cls, "schedules", None))
+        if is_version_module and cls.__heph_schedules__:
+            found.append("schedules belong on the VersionedWorkflow that lists this version, not on the version")
+        problems = validation.located(problems + found, cls.__heph_file__, cls.__heph_line__, cls.__qualname__)
         if definition is not None:
             definition = dataclasses.replace(definition, file=cls.__heph_file__, line=cls.__heph_line__, cls=cls)
             cls.__heph_definition__ = definition
@@ -255,7 +261,8 @@ class VersionedWorkflow(Facade, metaclass=WorkflowMeta):
         name = cls.__dict__.get("name") or cls.__name__.lower()
         cls.name = name  # the default reads as the class attribute too (SPEC §2)
         definitions, unique, problems = validation.compile_versioned(cls, name=name)
-        problems = validation.located(problems, cls.__heph_file__, cls.__heph_line__, cls.__qualname__)
+        cls.__heph_schedules__, found = check_schedules(getattr(cls, "schedules", None))
+        problems = validation.located(problems + found, cls.__heph_file__, cls.__heph_line__, cls.__qualname__)
         if not problems and unique is not None:
             cls.__heph_workflow_name__ = name
             cls.__heph_unique__ = unique

@@ -441,7 +441,7 @@ class Hephaestus:
         return self._start(self.workflow(workflow), context, id, version, options)
 
     def _start(self, cls: type[Facade], context: dict | None, instance_id: str, version: int | None,
-               options: dict | None) -> Instance:
+               options: dict | None, tag: dict | None = None) -> Instance:
         """The one path of every start: check the id, context and version, then create the run
         and run its synchronous steps under the id's lock (uniqueness checked there)."""
         instance_id = _id_for(cls, instance_id)
@@ -451,7 +451,8 @@ class Hephaestus:
         definition = cls.definition(cls.resolve_version(version, options or {}))
         now = self.clock.now()
         started, note = self._locked_or_note(
-            instance_id, None, lambda timeout: self._start_locked(definition, instance_id, initial, now, timeout))
+            instance_id, None,
+            lambda timeout: self._start_locked(definition, instance_id, initial, now, timeout, tag))
         if note is not None:
             scope = definition.unique.scope if definition.unique is not None else "workflow"
             mine = uniqueness.Facts(instance_id, "", definition.name, definition.version, "running", scope)
@@ -460,16 +461,23 @@ class Hephaestus:
             if uniqueness.conflicts(mine, theirs):
                 raise AlreadyRunning(instance_id=instance_id, workflow=note["workflow"], version=note.get("version"),
                                      status="running")
-            started = self._start_locked(definition, instance_id, initial, now, self.lock_timeout)
+            started = self._start_locked(definition, instance_id, initial, now, self.lock_timeout, tag)
         self._after(instance_id)
         return started
 
     def _start_locked(self, definition: WorkflowDefinition, instance_id: str, initial: dict, now: datetime,
-                      timeout: float | None) -> Instance:
+                      timeout: float | None, tag: dict | None = None) -> Instance:
+        """Create and drive the run (``tag``: a schedule slot's, kept as ``runtime_metadata
+        ["schedule"]``; a run of the id that carries it already means the slot has started:
+        ``_SlotStarted``)."""
         with self.storage.session(instance_id, timeout) as session:
             runs = session.runs()
+            if tag is not None and any(r.runtime_metadata.get("schedule") == tag for r in runs):
+                raise _SlotStarted()
             fresh = engine.new_instance(definition, instance_id, initial, now,
                                         new_run_id(now, runs[0].run if runs else None))
+            if tag is not None:
+                fresh.runtime_metadata = {"schedule": tag}
             if (why := self.storage.unstorable(fresh)) is not None:
                 raise InvalidContext(f"the start context cannot be stored: {why}")
             instance = engine.begin(fresh, now, self._lease(now))
@@ -673,6 +681,9 @@ class Hephaestus:
                 raise
             raise MaybeApplied(f"tick stopped after it had done the due work of {len(done)} run(s) "
                                f"(that part is written): {exc}; the next tick does the rest", reason=str(exc)) from None
+        for cls, schedule in self._schedules():
+            self._one(done, RunRef(schedule.name(cls.__heph_workflow_name__), ""),
+                      lambda c=cls, s=schedule: self._fire_schedule(c, s, now))
         try:
             boxes = self.storage.mailboxes()  # queued for runs whose holder died, or left
         except StorageError as exc:  # what was fired stays fired: the next tick tries again
@@ -697,6 +708,79 @@ class Hephaestus:
             log.info("tick skipped %s: %s", ref.id, exc)
         except HephError as exc:  # corrupt, or a workflow/version no longer defined
             log.warning("tick skipped %s: %s", ref.id, exc)
+
+    # -- schedules (SPEC §10) -------------------------------------------------------
+
+    @staticmethod
+    def _schedules() -> builtins.list[tuple[type[Facade], Any]]:
+        """Every schedule of every workflow this process has defined, by workflow name."""
+        from heph.core.workflow import registry
+
+        return [(cls, s) for _, cls in sorted(registry().items()) for s in cls.__heph_schedules__]
+
+    def schedules(self) -> builtins.list[dict]:
+        """Every schedule of the workflows this process defines, with its state: ``workflow``,
+        ``name``, ``cron``, ``value``, ``catchup``, ``since`` (first seen by a tick; None until
+        then), ``last`` (the newest slot started), ``next`` (the next slot from now)."""
+        from heph.core.schedules import next_slot, slot_text
+
+        states = self.storage.schedule_states()
+        now = self.clock.now()
+        out = []
+        for cls, schedule in self._schedules():
+            name = schedule.name(cls.__heph_workflow_name__)
+            state = states.get(name, {})
+            out.append({"workflow": cls.__heph_workflow_name__, "name": name, "cron": schedule.cron,
+                        "value": schedule.value, "catchup": schedule.catchup, "since": state.get("since"),
+                        "last": state.get("last"), "next": slot_text(next_slot(schedule.cron, now))})
+        return out
+
+    def _fire_schedule(self, cls: type[Facade], schedule: Any, now: datetime) -> builtins.list[dict]:
+        """Start the due slots of one schedule, under its lock, each exactly once: a slot is
+        marked started (``last``) only after its run is written, and a run of the slot's id that
+        carries the slot's tag counts as started (a tick killed in between)."""
+        from heph.core.schedules import due_slots, slot_text
+
+        workflow = cls.__heph_workflow_name__
+        name = schedule.name(workflow)
+        done: builtins.list[dict] = []
+        try:
+            with self.storage.schedule_session(name, 0) as held:
+                state = held.state()
+                if state is None:  # first seen: slots after now are its own
+                    held.save({"workflow": workflow, "cron": schedule.cron, "value": schedule.value,
+                               "since": slot_text(now), "last": None})
+                    return []
+                for slot in due_slots(schedule, state, now):
+                    instance_id = self._slot_id(cls, name, schedule.value_for(slot), slot)
+                    tag = {"name": name, "cron": schedule.cron, "slot": slot_text(slot)}
+                    try:
+                        run = self._start(cls, schedule.context, instance_id, None, None, tag)
+                        done.append({"id": run.id, "run": run.run, "step": "-", "kind": "schedule",
+                                     "slot": slot_text(slot)})
+                    except _SlotStarted:
+                        pass
+                    except AlreadyRunning:
+                        log.warning("schedule %s of %s: slot %s skipped: %s is still active", schedule.cron,
+                                    workflow, slot_text(slot), instance_id)
+                    state = {**state, "last": slot_text(slot)}
+                    held.save(state)
+        except InstanceBusy:
+            return done  # another tick has this schedule
+        except StorageError as exc:
+            raise _WriteFailed(exc) from exc
+        return done
+
+    @staticmethod
+    def _slot_id(cls: type[Facade], name: str, value: str, slot: datetime) -> str:
+        """The id a slot's run gets: ``key::value``; scope ``none``: a suffix made from the
+        schedule and the slot, so a repeated tick finds the run it may have started."""
+        import hashlib
+
+        unique = cls.__heph_unique__
+        if unique.scope != "none":
+            return f"{unique.key}::{value}"
+        return f"{unique.key}::{value}::{hashlib.sha256(f'{name}@{slot.isoformat()}'.encode()).hexdigest()[:8]}"
 
     def _drain_one(self, instance_id: str) -> builtins.list[dict]:
         try:
@@ -757,6 +841,10 @@ class Delivery(NamedTuple):
 
     instance: Instance | None
     outcome: str
+
+
+class _SlotStarted(Exception):
+    """A schedule slot's run exists already (a tick was killed after starting it)."""
 
 
 class Ticked(list):

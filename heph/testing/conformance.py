@@ -731,6 +731,43 @@ class StorageConformance:
         finally:
             other.close()
 
+    # -- schedules (SPEC §10) -------------------------------------------------------------------
+
+    def test_schedule_state_round_trips_under_an_exclusive_session(self, storage):
+        assert storage.schedule_states() == {}
+        with storage.schedule_session("flow-0123456789") as held:
+            assert held.state() is None
+            held.save({"since": "2026-01-01T00:00:00+00:00", "last": None})
+            outcome: list = []
+            thread = threading.Thread(target=lambda: self._try_schedule(storage, outcome))
+            thread.start()
+            thread.join(10)
+            assert isinstance(outcome[0], InstanceBusy), outcome
+            held.save({"since": "2026-01-01T00:00:00+00:00", "last": "2026-01-01T09:00:00+00:00"})
+        with storage.schedule_session("flow-0123456789") as held:
+            assert held.state() == {"since": "2026-01-01T00:00:00+00:00", "last": "2026-01-01T09:00:00+00:00"}
+        assert storage.schedule_states() == {
+            "flow-0123456789": {"since": "2026-01-01T00:00:00+00:00", "last": "2026-01-01T09:00:00+00:00"}}
+
+    @staticmethod
+    def _try_schedule(storage, outcome: list) -> None:
+        try:
+            with storage.schedule_session("flow-0123456789", 0):
+                outcome.append(None)
+        except BaseException as exc:  # noqa: BLE001 - reported to the test
+            outcome.append(exc)
+
+    def test_schedule_state_persists_across_handles(self, storage):
+        with storage.schedule_session("flow-aa") as held:
+            held.save({"last": "x"})
+        other = self.reopen_storage(storage)
+        if other is None:
+            pytest.skip("the adapter does not persist")
+        try:
+            assert other.schedule_states() == {"flow-aa": {"last": "x"}}
+        finally:
+            other.close()
+
     # -- sharing work among workers: claims, batches, waiting -----------------------------------
 
     @pytest.fixture

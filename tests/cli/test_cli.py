@@ -83,7 +83,7 @@ def test_check_lists_all_sample_workflows(shop):
     for name in SAMPLE_WORKFLOWS:
         # piped output is not cut at 80 columns: every name whole, on its own row
         assert re.search(rf"^\W*{name}\W", run.out, re.M), name
-    assert "7 workflow(s), 0 error(s)" in run.out
+    assert "8 workflow(s), 0 error(s)" in run.out
     assert run.err == ""
 
 

@@ -306,7 +306,7 @@ def test_check_lists_every_problem_with_its_location(broken):
     assert "[a-z0-9]+" in run.out  # messages are printed verbatim, not eaten as rich markup
     for name in ("orderflow", "notificationflow"):  # the valid workflows are still listed
         assert name in run.out
-    assert "7 workflow(s), 7 error(s)" in run.out
+    assert "8 workflow(s), 7 error(s)" in run.out
 
 
 def test_check_json_of_a_broken_project(broken):
@@ -314,7 +314,7 @@ def test_check_json_of_a_broken_project(broken):
     assert run.code == 1, run
     data = run.json()
     assert set(data) == {"workflows", "errors", "ok"} and data["ok"] is False
-    assert len(data["workflows"]) == 7
+    assert len(data["workflows"]) == 8
     assert all({"module", "file", "line", "message"} <= set(e) for e in data["errors"])
     got = [(Path(e["file"]).name, e["line"], e["message"]) for e in data["errors"]]
     assert len(got) == len(_expected_problems(broken))

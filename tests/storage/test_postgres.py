@@ -889,3 +889,49 @@ def test_cli_storage_copy_json_to_postgres_and_back(tmp_path):
     # the migrated, filled store works from the CLI: the copied reminder's timer is there
     assert "reminderid::user7" in [i["id"] for i in ok_json("list", "--status", "waiting", cwd=middle)["instances"]]
     assert json.loads(run_heph("show", "reminderflow", "user7", "--json", cwd=middle).out)["waits"]["wait"]["kind"] == "timer"
+
+
+def test_schedules_start_each_slot_once_across_racing_ticks(pg):
+    from heph.core import workflow as workflow_module
+
+    class PgBeat(Step):
+        events = ["ok"]
+        key = "pg_beat"
+
+        def execute(self, instance, config, context):
+            return "ok"
+
+    class PgMinutely(Workflow):
+        unique = Unique("pgmin")
+        name = "pg_minutely"
+        start = PgBeat
+        transitions = {PgBeat: {"ok": Done}}
+        schedules = [heph.Schedule("* * * * *", value="m{slot}", catchup="all")]
+
+    try:
+        name = PgMinutely.schedules[0].name("pg_minutely")
+        since = datetime(2026, 3, 1, 9, 0, 30, tzinfo=timezone.utc)
+        with pg.schedule_session(name) as held:
+            held.save({"since": since.isoformat(), "last": None})
+        errors: list = []
+
+        def tick() -> None:
+            store = PostgresStorage(DSN, schema=pg.schema)
+            try:
+                heph.Hephaestus(storage=store, clock=ManualClock(since + timedelta(minutes=10))).tick()
+            except Exception as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+            finally:
+                store.close()
+
+        threads = [threading.Thread(target=tick) for _ in range(5)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        assert errors == []
+        runs = [r for r in pg.query() if r.id.startswith("pgmin::")]
+        assert sorted(r.id for r in runs) == [f"pgmin::m20260301{9 + (m // 60):02d}{m % 60:02d}" for m in range(1, 11)]
+        assert pg.schedule_states()[name]["last"] == "2026-03-01T09:10:00+00:00"
+    finally:
+        workflow_module._REGISTRY.pop("pg_minutely", None)

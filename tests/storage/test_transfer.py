@@ -47,3 +47,16 @@ def test_a_different_run_under_the_same_id_and_run_refuses(tmp_path):
     target = filled(MemoryStorage(), theirs)
     with pytest.raises(CopyConflict, match="differs in the target"):
         copy_runs(filled(MemoryStorage(), mine), target)
+
+
+def test_schedule_states_are_copied_and_a_different_one_refuses(tmp_path):
+    source, target = JsonFileStorage(tmp_path / "a"), MemoryStorage()
+    with source.schedule_session("rep-0123456789") as held:
+        held.save({"since": "2026-01-01T00:00:00+00:00", "last": "2026-01-02T09:00:00+00:00"})
+    assert copy_runs(source, target)["schedules"] == 1
+    assert target.schedule_states() == source.schedule_states()
+    assert copy_runs(source, target)["schedules"] == 0  # the same state: nothing to do
+    with target.schedule_session("rep-0123456789") as held:
+        held.save({"since": "2026-01-01T00:00:00+00:00", "last": "2026-01-03T09:00:00+00:00"})
+    with pytest.raises(CopyConflict, match="schedule rep-0123456789 has another state"):
+        copy_runs(source, target)

@@ -75,6 +75,18 @@ class Session(ABC):
         return None
 
 
+class ScheduleSession(ABC):
+    """Exclusive access to one schedule's state (``Storage.schedule_session``)."""
+
+    @abstractmethod
+    def state(self) -> dict | None:
+        """The schedule's stored state (a JSON object), or None if it has none yet."""
+
+    @abstractmethod
+    def save(self, state: dict) -> None:
+        """Replace the state, atomically and durably before this returns."""
+
+
 class Storage(ABC):
     """Where instances live. Adapters implement sessions (locking) and indexed queries."""
 
@@ -180,6 +192,21 @@ class Storage(ABC):
     def mailboxes(self) -> list[str]:
         """Every instance id with queued messages (``tick`` applies those nobody holds)."""
         return []
+
+    # -- schedules (SPEC §10; defaults: none can be kept) -------------------------------------
+
+    def schedule_session(self, name: str, timeout: float = 0) -> AbstractContextManager[ScheduleSession]:
+        """Exclusive access to the state of schedule ``name`` (``[a-z0-9_-]+``) across processes
+        and hosts, as ``session`` gives to an id; ``InstanceBusy`` if another holds it after
+        ``timeout`` seconds. ``tick`` holds it while it starts a schedule's due slots, so each
+        slot starts once. The default refuses: ``StorageError``."""
+        from heph.errors import StorageError
+
+        raise StorageError(f"{type(self).__name__} cannot keep schedules")
+
+    def schedule_states(self) -> dict[str, dict]:
+        """Every schedule's stored state by name (unlocked; ``heph schedules``, ``storage copy``)."""
+        return {}
 
     def close(self) -> None:
         """Release resources (connections, file handles)."""

@@ -63,7 +63,7 @@ from heph.core import uniqueness
 from heph.core.ids import check_id
 from heph.core.instance import HEAD_FIELDS, STATUSES, Instance
 from heph.errors import InstanceBusy, InstanceNotFound, MaybeApplied, StorageError
-from heph.runtime.storage.base import RunRef, Session, Storage
+from heph.runtime.storage.base import RunRef, ScheduleSession, Session, Storage
 from heph.runtime.storage.locking import LINK_ADVICE, InstanceLock, LockTimeout, os_error
 
 log = logging.getLogger("heph")
@@ -558,6 +558,45 @@ def _run_names_in(directory: str | os.PathLike | int, path: str | os.PathLike | 
     return {name[:-5] for name in names if _is_run_name(name)}
 
 
+_SCHEDULE_NAME_RE = re.compile(r"[a-z0-9_-]{1,200}\Z")
+
+
+def _read_state(path: Path) -> dict | None:
+    """A schedule's state file: None if there is none; ``CorruptFile`` if it is not one."""
+    raw = _read_small(path, 1 << 20)
+    if raw is None:
+        return None
+    try:
+        state = json.loads(raw)
+    except ValueError:
+        state = None
+    if not isinstance(state, dict):
+        raise CorruptFile(f"schedule state {path} is corrupt: not a JSON object", path=str(path),
+                          problem="not a JSON object")
+    return state
+
+
+class _FileScheduleSession(ScheduleSession):
+    def __init__(self, directory: Path, dir_fd: int):
+        self._dir, self._fd = directory, dir_fd
+
+    def state(self) -> dict | None:
+        return _read_state(self._dir / "state.json")
+
+    def save(self, state: dict) -> None:
+        path = self._dir / "state.json"
+        try:
+            replace_file(path, json.dumps(state, ensure_ascii=False).encode(), dir_fd=self._fd)
+        except OSError as exc:
+            raise _failure("write schedule state", path, exc) from None
+        try:
+            _fsync_dir(self._dir, self._fd)
+        except OSError as exc:
+            raise MaybeApplied(path=str(path), instance_id=self._dir.name,
+                               reason=f"the state is in place, but the fsync of its directory failed "
+                                      f"({os_error(exc)})") from None
+
+
 class _FileSession(Session):
     """Writes replace the run's file atomically (data fsynced); ``close`` fsyncs the directory once,
     making every rename of the session durable before the command that opened it returns.
@@ -926,6 +965,43 @@ class JsonFileStorage(Storage):
             finally:
                 lock.release()
                 _close(dir_fd)
+
+    # -- schedules (SPEC §10) ---------------------------------------------------------
+    # ``schedules/<name>/`` holds the schedule's lock (``.lock``, as an id's) and its state
+    # (``state.json``, replaced atomically and fsynced with its directory).
+
+    @contextmanager
+    def schedule_session(self, name: str, timeout: float = 0) -> Iterator[ScheduleSession]:
+        if not _SCHEDULE_NAME_RE.match(name):
+            raise StorageError(f"invalid schedule name {name!r}")
+        directory = self.root / "schedules" / name
+        self._check_layout()
+        _make_dirs(directory, self.root)
+        dir_fd = self._open_dir(directory)
+        lock = self.instance_lock(directory, timeout, dir_fd)
+        try:
+            try:
+                lock.acquire()
+            except LockTimeout:
+                raise InstanceBusy(f"schedule {name} is busy (another tick holds it)", instance_id=name) from None
+        except BaseException:
+            _close(dir_fd)
+            raise
+        try:
+            yield _FileScheduleSession(directory, dir_fd)
+        finally:
+            lock.release()
+            _close(dir_fd)
+
+    def schedule_states(self) -> dict[str, dict]:
+        top = self.root / "schedules"
+        states = {}
+        for name, kind in sorted(_entries(top) or ()):
+            if kind == "dir" and _SCHEDULE_NAME_RE.match(name):
+                state = _read_state(top / name / "state.json")
+                if state is not None:
+                    states[name] = state
+        return states
 
     # -- busy notes and mail (SPEC §6) ------------------------------------------------
     # A session's holder announces what it runs in ``instances/<id>/.busy``; ``busy`` reads it

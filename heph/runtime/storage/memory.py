@@ -19,7 +19,7 @@ from typing import Iterable, Iterator
 from heph.core import uniqueness
 from heph.core.instance import Instance
 from heph.errors import InstanceBusy, InstanceNotFound, StorageError
-from heph.runtime.storage.base import RunRef, Session, Storage
+from heph.runtime.storage.base import RunRef, ScheduleSession, Session, Storage
 
 _Key = tuple[str, str]  # (run, id): sorts newest first when reversed, like the runs themselves
 
@@ -73,6 +73,18 @@ class _MemorySession(Session):
                 self._store._mail.pop(self._id, None)
 
 
+class _MemoryScheduleSession(ScheduleSession):
+    def __init__(self, store: MemoryStorage, name: str):
+        self._store, self._name = store, name
+
+    def state(self) -> dict | None:
+        text = self._store._schedules.get(self._name)
+        return json.loads(text) if text is not None else None
+
+    def save(self, state: dict) -> None:
+        self._store._schedules[self._name] = json.dumps(state)
+
+
 def _freeze(instance: Instance) -> str:
     return json.dumps(instance.to_dict())
 
@@ -97,6 +109,7 @@ class MemoryStorage(Storage):
         self._notes: dict[str, dict] = {}  # id -> the note of its session's holder
         self._mail: dict[str, list[str]] = {}  # id -> queued messages (JSON text), oldest first
         self._posted = 0
+        self._schedules: dict[str, str] = {}  # schedule name -> its state (JSON text)
         self.lock_timeout = lock_timeout
 
     @contextmanager
@@ -117,6 +130,20 @@ class MemoryStorage(Storage):
         finally:
             self._notes.pop(instance_id, None)
             lock.release()
+
+    @contextmanager
+    def schedule_session(self, name: str, timeout: float = 0) -> Iterator[ScheduleSession]:
+        with self._guard:
+            lock = self._locks.setdefault(f"schedule:{name}", threading.Lock())
+        if not (lock.acquire(blocking=False) if timeout <= 0 else lock.acquire(timeout=timeout)):
+            raise InstanceBusy(f"schedule {name} is busy (another tick holds it)", instance_id=name)
+        try:
+            yield _MemoryScheduleSession(self, name)
+        finally:
+            lock.release()
+
+    def schedule_states(self) -> dict[str, dict]:
+        return {name: json.loads(text) for name, text in sorted(self._schedules.items())}
 
     def busy(self, instance_id: str) -> dict | None:
         lock = self._locks.get(instance_id)

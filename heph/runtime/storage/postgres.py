@@ -152,7 +152,7 @@ from typing import Any, Callable, Iterable, Iterator, NoReturn
 from heph.core.ids import check_id
 from heph.core.instance import STATUSES, Instance
 from heph.errors import AlreadyRunning, InstanceBusy, MaybeApplied, StorageError
-from heph.runtime.storage.base import RunRef, Session, Storage
+from heph.runtime.storage.base import RunRef, ScheduleSession, Session, Storage
 
 log = logging.getLogger("heph")
 
@@ -285,6 +285,15 @@ CREATE TABLE IF NOT EXISTS {s}.mail (
     message     jsonb       NOT NULL,
     posted_at   timestamptz NOT NULL DEFAULT now(),
     CONSTRAINT mail_pkey PRIMARY KEY (id, message_id)
+);
+"""),
+    (5, """
+-- Schedules (SPEC §10): one row per schedule, its state; the row's session is an advisory lock
+-- on 'schedule:' || name (``schedule_session``).
+CREATE TABLE IF NOT EXISTS {s}.schedules (
+    name        text        PRIMARY KEY,
+    state       jsonb       NOT NULL,
+    updated_at  timestamptz NOT NULL DEFAULT now()
 );
 """),
 ]
@@ -570,6 +579,29 @@ class _PgSession(Session):
                 f"{self._id}, and with it the session's lock ({self.lost})")
 
 
+class _PgScheduleSession(ScheduleSession):
+    """A schedule's session: its connection holds the schedule's advisory lock."""
+
+    def __init__(self, store: PostgresStorage, conn, name: str):
+        self._store, self._conn, self._name = store, conn, name
+
+    def state(self) -> dict | None:
+        rows = self._run(f"SELECT state FROM {self._store._s}.schedules WHERE name = %s", (self._name,)).fetchall()
+        return rows[0][0] if rows and isinstance(rows[0][0], dict) else None
+
+    def save(self, state: dict) -> None:
+        from psycopg.types.json import Jsonb
+
+        self._run(f"INSERT INTO {self._store._s}.schedules (name, state) VALUES (%s, %s) ON CONFLICT (name) "
+                  f"DO UPDATE SET state = EXCLUDED.state, updated_at = now()", (self._name, Jsonb(state)))
+
+    def _run(self, sql: str, params: tuple):
+        try:
+            return self._conn.execute(sql, params)
+        except _psycopg().Error as exc:
+            self._store._raise(exc)
+
+
 class PostgresStorage(Storage):
     """Runs in a PostgreSQL table; sessions are advisory locks (see the module docstring)."""
 
@@ -847,6 +879,29 @@ class PostgresStorage(Storage):
             self._pool.discard(conn)
         else:
             self._pool.put(conn)
+
+    # -- schedules (SPEC §10; migration 5) ------------------------------------------------------
+
+    @contextmanager
+    def schedule_session(self, name: str, timeout: float = 0) -> Iterator[ScheduleSession]:
+        key = f"schedule:{name}"
+        conn, got = self._retrying(lambda conn: self._lock(conn, key, timeout), keep=True)
+        if not got:
+            self._pool.put(conn)
+            raise InstanceBusy(f"schedule {name} is busy (another tick holds it)", instance_id=name)
+        try:
+            yield _PgScheduleSession(self, conn, name)
+        finally:
+            try:
+                conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, %s))", (key, self._seed))
+            except Exception:  # noqa: BLE001 - closing the connection releases the lock
+                self._pool.discard(conn)
+            else:
+                self._pool.put(conn)
+
+    def schedule_states(self) -> dict[str, dict]:
+        rows = self._read(f"SELECT name, state FROM {self._s}.schedules ORDER BY name")
+        return {name: state for name, state in rows if isinstance(state, dict)}
 
     # -- busy instances and their mail (SPEC §6; migration 4) --------------------------------
 

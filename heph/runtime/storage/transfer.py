@@ -28,10 +28,12 @@ def checksum(instance: Instance) -> str:
 def copy_runs(source: Storage, target: Storage) -> dict:
     """Copy every run of ``source`` into ``target``; return counts and a combined checksum.
 
-    ``{"runs", "ids", "copied", "already_present", "verified", "checksum"}`` where ``checksum``
-    is the sha256 of the sorted ``id run checksum`` lines of every run (equal for two stores
-    holding the same runs). ``CopyConflict`` (nothing written) if the target holds a
-    different run under the same id and run, or another active run of an id.
+    ``{"runs", "ids", "copied", "already_present", "verified", "checksum", "schedules"}`` where
+    ``checksum`` is the sha256 of the sorted ``id run checksum`` lines of every run (equal for
+    two stores holding the same runs) and ``schedules`` the number of schedule states copied
+    (each schedule's last slot started, so the target never starts a slot again).
+    ``CopyConflict`` (nothing written) if the target holds a different run under the same id
+    and run, another active run of an id, or a different state of a schedule.
     """
     runs = source.query()
     by_id: dict[str, list[Instance]] = defaultdict(list)
@@ -53,6 +55,12 @@ def copy_runs(source: Storage, target: Storage) -> dict:
                 problems.append(f"run {instance.run} of {instance_id} differs in the target")
             else:
                 present.add((instance_id, instance.run))
+    schedules = source.schedule_states()
+    theirs_states = target.schedule_states() if schedules else {}
+    for name, state in schedules.items():
+        if theirs_states.get(name, state) != state:
+            problems.append(f"schedule {name} has another state in the target (last slot "
+                            f"{theirs_states[name].get('last')}, here {state.get('last')})")
     if problems:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         raise CopyConflict(f"the target store already holds different data: {problems[0]}{more}; nothing was copied")
@@ -72,6 +80,13 @@ def copy_runs(source: Storage, target: Storage) -> dict:
                     raise CopyConflict(f"{instance_id}: {exc}") from None
                 copied += 1
 
+    copied_states = 0
+    for name, state in schedules.items():
+        with target.schedule_session(name, 30) as held:
+            if held.state() is None:
+                held.save(state)
+                copied_states += 1
+
     verified = 0
     for instance_id, mine in by_id.items():
         sums_there = {r.run: checksum(r) for r in target.runs(instance_id)}
@@ -86,6 +101,7 @@ def copy_runs(source: Storage, target: Storage) -> dict:
         "already_present": len(present),
         "verified": verified,
         "checksum": store_checksum(sums),
+        "schedules": copied_states,
     }
 
 
