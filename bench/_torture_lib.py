@@ -41,6 +41,7 @@ import tempfile
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -70,7 +71,7 @@ import os
 import random
 import time
 
-from heph import ASYNC, Deadline, Done, Error, Retry, Step, Unique, Wait, Workflow
+from heph import ASYNC, Deadline, Done, Error, Retry, Schedule, Step, Unique, Wait, Workflow
 
 LOG_DIR = os.environ.get("TORTURE_LOG_DIR")
 SLOW_SHARE = float(os.environ.get("TORTURE_SLOW_SHARE", "0.08"))
@@ -172,6 +173,30 @@ class Torture(Workflow):
     }
 '''
 
+BEATS_SOURCE = '''
+
+class Beat(Step):
+    """The step of a scheduled workflow: one run per minute slot (none logged: it never waits)."""
+
+    events = ["ok"]
+
+    def execute(self, instance, config, context):
+        return "ok", {"pid": os.getpid()}
+
+
+class Beats(Workflow):
+    """Started by every tick for each minute slot since the schedule was first seen (catch-up all)."""
+
+    unique = Unique("beatid")
+    name = "beats"
+    start = Beat
+    transitions = {Beat: {"ok": Done}}
+    schedules = [Schedule("* * * * *", value="b{slot}", catchup="all")]
+'''
+BEATS = "beats"
+BEATS_SCHEDULE = ("* * * * *", "b{slot}")  # cron and value: the schedule's name comes from them
+BEATS_BACKLOG_MINUTES = 90  # the schedule is seeded as first seen this long before the run
+
 CONFIG_SOURCE = """\
 workflows:
   - torture_flows
@@ -185,7 +210,7 @@ def make_project(root: Path) -> Path:
     """Write heph.yaml and the workflow module into ``root``; return ``root``."""
     root.mkdir(parents=True, exist_ok=True)
     (root / "heph.yaml").write_text(CONFIG_SOURCE)
-    (root / "torture_flows.py").write_text(WORKFLOW_SOURCE)
+    (root / "torture_flows.py").write_text(WORKFLOW_SOURCE + BEATS_SOURCE)
     (root / "logs").mkdir(exist_ok=True)
     return root
 
@@ -358,6 +383,7 @@ class Stats:
     anomalies: list = field(default_factory=list)
     acks_later: Counter = field(default_factory=Counter)  # queued/buffered events, requested cancels
     cancels_applied: int = 0
+    beat_slots: int = 0  # minute slots of the beats schedule started (each once)
     doctor_drift_rounds: int = 0
     doctor_stale_markers: int = 0
     doctor_temp_files: int = 0
@@ -386,9 +412,49 @@ class Torture:
         self.outdir = base / "out"
         self.outdir.mkdir(exist_ok=True)
         self.names = values(cfg.instances)
+        self.beats_since = self._seed_schedule()
         self.stats = Stats()
         self.acked: list[dict] = []
         self.seq = 0
+
+    def _seed_schedule(self) -> datetime:
+        """Record the beats schedule as first seen ``BEATS_BACKLOG_MINUTES`` ago, so the ticks
+        of the run race on ~90 due slots (catch-up all) while workers are killed."""
+        from heph.core.schedules import Schedule
+        from heph.runtime.storage.jsonfile import JsonFileStorage
+
+        since = datetime.now(timezone.utc).replace(second=30, microsecond=0) - timedelta(
+            minutes=BEATS_BACKLOG_MINUTES)
+        name = Schedule(*BEATS_SCHEDULE).name(BEATS)
+        with JsonFileStorage(self.store).schedule_session(name) as held:
+            held.save({"workflow": BEATS, "cron": BEATS_SCHEDULE[0], "value": BEATS_SCHEDULE[1],
+                       "since": since.isoformat(), "last": None})
+        self.beats_name = name
+        return since
+
+    def check_beats(self, where: str, found: dict[str, list[dict]], final: bool = False) -> None:
+        """Each minute slot's run exists at most once (and, at the end, every slot up to the
+        schedule's ``last`` exists: none skipped)."""
+        beats = {iid: docs for iid, docs in found.items() if iid.startswith("beatid::")}
+        for iid, docs in beats.items():
+            if len(docs) > 1:
+                self.stats.anomaly(f"{where}: slot {iid} was started {len(docs)} times")
+        self.stats.beat_slots = len(beats)
+        if not final:
+            return
+        from heph.runtime.storage.jsonfile import JsonFileStorage
+
+        last = JsonFileStorage(self.store).schedule_states().get(self.beats_name, {}).get("last")
+        if last is None:
+            self.stats.anomaly("final: the beats schedule started no slot")
+            return
+        slot, end = self.beats_since.replace(second=0) + timedelta(minutes=1), datetime.fromisoformat(last)
+        while slot <= end:
+            if f"beatid::b{slot:%Y%m%d%H%M}" not in beats:
+                self.stats.anomaly(f"final: slot {slot:%H:%M} of the beats schedule was never started")
+            slot += timedelta(minutes=1)
+        if end < datetime.now(timezone.utc) - timedelta(minutes=2):
+            self.stats.anomaly(f"final: the beats schedule stopped at {last}")
 
     # -- workers ------------------------------------------------------------------------
 
@@ -591,7 +657,7 @@ class Torture:
                 except (StorageError, ValueError) as exc:
                     self.stats.anomaly(f"{where}: {path.name} does not parse: {exc}")
                     continue
-                for problem in state_problems(doc):
+                for problem in (state_problems(doc) if doc.get("workflow") != BEATS else []):
                     self.stats.anomaly(f"{where}: {doc['id']} run {doc['run']}: {problem}")
                 docs.append(doc)
             if docs:
@@ -698,6 +764,7 @@ class Torture:
     def verify(self, where: str) -> dict[str, list[dict]]:
         found = self.load_all(where)
         self.check_acks(where, found)
+        self.check_beats(where, found)
         code, report = self.doctor_json()
         if report:
             index = report["index"]
@@ -780,7 +847,7 @@ class Torture:
                 if doc["status"] == "failed" and not (error.get("step") == "flaky" and error.get("type") == "heph.Error"
                                                       and "jammed" in error.get("message", "")):
                     self.stats.anomaly(f"final: {iid} run {doc['run']} failed for another reason: {error}")
-                if doc["status"] == "completed":
+                if doc["status"] == "completed" and doc.get("workflow") != BEATS:
                     missing = [s for s in ALL_STEPS if s not in doc["completed"]]
                     if missing:
                         self.stats.anomaly(f"final: completed {iid} run {doc['run']} never completed {missing}")
@@ -832,6 +899,7 @@ class Torture:
                          f"anomalies {len(s.anomalies)}")
             found = self.settle()
             self.check_acks("final", found, final=True)
+            self.check_beats("final", found, final=True)
             self.check_final(found)
             return self.summary(found, time.monotonic() - started)
         finally:
@@ -860,6 +928,7 @@ class Torture:
             "refused": dict(s.refused),
             "queued_buffered_and_requested": dict(s.acks_later),
             "requested_cancels_that_cancelled": s.cancels_applied,
+            "schedule_slots_started_once_each": s.beat_slots,
             "refusals_after_a_recovery": s.refused_after_recovery,
             "timers_and_retries_fired": s.ticks_fired,
             "step_executions_logged": s.step_executions,
