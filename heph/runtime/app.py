@@ -660,9 +660,12 @@ class Hephaestus:
         return done
 
     def tick(self) -> Ticked:
-        """Fire every due timer and retry, and finish runs interrupted by a dead process.
+        """Fire every due timer, deadline and retry, finish runs interrupted by a dead process,
+        start the due slots of every schedule of the workflows this process defines, and apply
+        messages queued for instances nobody holds.
 
-        Returns one dict per action (``id``, ``run``, ``step``, ``kind``: timer/retry/recovered),
+        Returns one dict per action (``id``, ``run``, ``step``, ``kind``: timer, deadline, retry,
+        recovered, schedule (with ``slot``) or mail),
         as a list whose ``failed`` attribute lists the runs whose due work could not be written
         (``id``, ``run``, ``code``, ``error``; ``code`` ``may_have_been_applied`` when the write may
         have reached the store). Runs busy in another process are skipped (the next tick gets
