@@ -9,7 +9,6 @@ stays cheap.
 from heph.core.current import current_app, use
 from heph.core.definition import Dynamic, Unique
 from heph.core.instance import Context, HistoryEntry, Instance
-from heph.core.schedules import Schedule
 from heph.core.steps import ASYNC, Deadline, Debug, Done, Error, Retry, Step, Wait, WaitForEvent
 from heph.core.workflow import VersionedWorkflow, Workflow
 from heph.errors import (
@@ -36,13 +35,14 @@ _LAZY = {
     "JsonFileStorage": "heph.runtime.storage.jsonfile",
     "MemoryStorage": "heph.runtime.storage.memory",
     "PostgresStorage": "heph.runtime.storage.postgres",
+    "Schedule": "heph.core.schedules",
     "on": "heph.runtime.telemetry",
 }
 
 __all__ = [
     "ASYNC", "AlreadyRunning", "Context", "Deadline", "Debug", "Done", "Dynamic", "Error", "HephError",
     "HistoryEntry", "Instance", "InstanceNotFound", "InvalidContext", "InvalidEvent", "InvalidId",
-    "InvalidVersion", "NotCancellable", "NotRetryable", "Retry", "Schedule", "Step", "StorageError", "Unique",
+    "InvalidVersion", "NotCancellable", "NotRetryable", "Retry", "Step", "StorageError", "Unique",
     "VersionedWorkflow", "Wait", "WaitForEvent", "Workflow", "WorkflowDefinitionError", "current_app", "use",
     *_LAZY,
 ]

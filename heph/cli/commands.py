@@ -395,7 +395,7 @@ def resume(args: List[str], step: Optional[str] = None, data: Optional[str] = No
                            f"{event} pauses"), changed=inst.id)
             return
         if delivery.outcome == "queued":
-            _queued(json_out, _app(project), instance_id, inst, "queued", f"queued {event} for {instance_id}",
+            _queued(json_out, instance_id, delivery, f"queued {event} for {instance_id}",
                     "it is applied when that step ends (or recorded as rejected in the history if no step "
                     "takes it then)")
             return
@@ -486,24 +486,26 @@ def cancel(workflow: Optional[str] = None, value: Optional[str] = None, full_id:
         project, _ = current_project()
         instance_id, cls = _target(workflow, value, full_id)
         app = _app(project)
-        requested = app.request_cancel(instance_id, workflow=cls)
-        if requested.outcome == "cancel requested" and wait:
+        if wait:  # cancelled at once, or requested and waited for: either way it ends cancelled
             _answer(json_out, app.cancel(instance_id, workflow=cls, wait=True), "cancelled", outcome="cancelled")
-        elif requested.outcome == "cancel requested":
-            _queued(json_out, app, instance_id, requested.instance, "cancel requested",
-                    f"cancel requested for {instance_id}", "it ends cancelled when that step ends, and no "
-                    "further step starts (heph cancel --wait waits for it)")
+            return
+        requested = app.request_cancel(instance_id, workflow=cls)
+        if requested.outcome == "cancel requested":
+            _queued(json_out, instance_id, requested, f"cancel requested for {instance_id}",
+                    "it ends cancelled when that step ends, and no further step starts (heph cancel --wait "
+                    "waits for it)")
         else:
             _answer(json_out, requested.instance, "cancelled", outcome="cancelled")
 
 
-def _queued(json_out: bool, app, instance_id: str, inst, outcome: str, head: str, then: str) -> None:
-    """Report a message queued for a busy instance: what runs it now, and what happens next."""
+def _queued(json_out: bool, instance_id: str, delivery, head: str, then: str) -> None:
+    """Report a message queued for a busy instance: what ran it then, and what happens next."""
     from heph.cli.text import running
 
-    note = app.running(instance_id)
+    note, inst = delivery.busy, delivery.instance
     who = f": {running(note)}" if note else ""
-    data = {**(_summary(inst) if inst is not None else {"id": instance_id}), "outcome": outcome, "busy": note}
+    data = {**(_summary(inst) if inst is not None else {"id": instance_id}), "outcome": delivery.outcome,
+            "busy": note}
     emit(json_out, data, printable(f"{head} (a step of it is running{who}); {then}"), changed=instance_id)
 
 

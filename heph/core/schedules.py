@@ -13,7 +13,6 @@ seen by a tick (slots before it are never started), ``last`` the newest slot sta
 
 from __future__ import annotations
 
-import hashlib
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -47,13 +46,15 @@ class Schedule:
     def name(self, workflow: str) -> str:
         """The schedule's stable name (its state's key): the workflow and a digest of its cron
         and value, so reordering or adding schedules keeps every state."""
+        import hashlib  # here: importing heph (and every CLI start) should not pay for it
+
         digest = hashlib.sha256(f"{self.cron}\n{self.value}".encode()).hexdigest()[:10]
         return f"{workflow}-{digest}"
 
 
 def check_schedules(raw: object) -> tuple[tuple[Schedule, ...], list[str]]:
     """Validate a workflow's ``schedules`` attribute: the schedules and every problem."""
-    if raw is None or raw == []:
+    if raw is None or (isinstance(raw, (list, tuple)) and not raw):
         return (), []
     if not isinstance(raw, (list, tuple)):
         return (), [f"schedules must be a list of heph.Schedule, got {type(raw).__name__}"]

@@ -11,7 +11,6 @@ from heph.core import validation
 from heph.core.current import FacadeApp, current_app
 from heph.core.definition import Unique, WorkflowDefinition
 from heph.core.ids import build_id, check_id, parse_id
-from heph.core.schedules import check_schedules
 from heph.errors import InvalidId, InvalidVersion, WorkflowDefinitionError
 
 _REGISTRY: dict[str, type[Facade]] = {}
@@ -58,6 +57,17 @@ def _register(cls: type[Facade], name: str, problems: list[str]) -> None:
         ], cls.__heph_file__, cls.__heph_line__, cls.__qualname__))
         return
     _REGISTRY[name] = cls
+
+
+def _schedules_of(cls: type) -> tuple[tuple, list[str]]:
+    """The class's checked schedules and their problems (``heph.core.schedules`` is imported only
+    by a class that has some: a dataclass and a regex fewer for every CLI start without)."""
+    raw = getattr(cls, "schedules", None)
+    if raw is None or (isinstance(raw, (list, tuple)) and not raw):
+        return (), []
+    from heph.core.schedules import check_schedules
+
+    return check_schedules(raw)
 
 
 def _definition_site() -> tuple[str, int]:
@@ -216,7 +226,7 @@ class Workflow(Facade, metaclass=WorkflowMeta):
         cls.name = name  # the default reads as the class attribute too (SPEC §2)
         is_version_module = "version" in cls.__dict__ and getattr(cls, "unique", None) is None
         definition, problems = validation.compile_workflow(cls, name=name, unique_required=not is_version_module)
-        cls.__heph_schedules__, found = check_schedules(getattr(cls, "schedules", None))
+        cls.__heph_schedules__, found = _schedules_of(cls)
         if is_version_module and cls.__heph_schedules__:
             found.append("schedules belong on the VersionedWorkflow that lists this version, not on the version")
         problems = validation.located(problems + found, cls.__heph_file__, cls.__heph_line__, cls.__qualname__)
@@ -261,7 +271,7 @@ class VersionedWorkflow(Facade, metaclass=WorkflowMeta):
         name = cls.__dict__.get("name") or cls.__name__.lower()
         cls.name = name  # the default reads as the class attribute too (SPEC §2)
         definitions, unique, problems = validation.compile_versioned(cls, name=name)
-        cls.__heph_schedules__, found = check_schedules(getattr(cls, "schedules", None))
+        cls.__heph_schedules__, found = _schedules_of(cls)
         problems = validation.located(problems + found, cls.__heph_file__, cls.__heph_line__, cls.__qualname__)
         if not problems and unique is not None:
             cls.__heph_workflow_name__ = name

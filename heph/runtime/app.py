@@ -205,9 +205,7 @@ class Hephaestus:
         """What a live process runs of ``instance_id`` right now: ``{"step", "since", "pid", "host",
         "workflow", "version", "run"}`` (``since``: when that step began), or None. Never waits."""
         note = self._running_note(instance_id)
-        if note is None:
-            return None
-        return {key: note.get(key) for key in ("step", "since", "pid", "host", "workflow", "version", "run")}
+        return None if note is None else _shown(note)
 
     def _running_note(self, instance_id: str, workflow: Any = None) -> dict | None:
         """What the live holder of a busy id is running (its ``announce`` note), if it said (and,
@@ -539,7 +537,7 @@ class Hephaestus:
         self.storage.post(instance_id, {"kind": "event", "event": event, "data": data, "step": step,
                                         "buffer": buffer, "run": note.get("run"),
                                         "posted_at": self.clock.now().isoformat()})
-        return Delivery(self._drain(instance_id) or self._last(instance_id), "queued")
+        return Delivery(self._drain(instance_id) or self._last(instance_id), "queued", _shown(note))
 
     def _last(self, instance_id: str) -> Instance | None:
         """The run a command means, as stored now (None if the id has none yet)."""
@@ -619,7 +617,7 @@ class Hephaestus:
         if note is not None:
             self.storage.post(instance_id, {"kind": "cancel", "run": note.get("run"),
                                             "posted_at": self.clock.now().isoformat()})
-            return Delivery(self._drain(instance_id) or self._last(instance_id), "cancel requested")
+            return Delivery(self._drain(instance_id) or self._last(instance_id), "cancel requested", _shown(note))
         self._after(instance_id)
         return Delivery(cancelled, "cancelled")
 
@@ -633,11 +631,13 @@ class Hephaestus:
     def _wait_for_run(self, instance_id: str, poll: float = 0.05) -> Instance:
         """The id's run as soon as one is stored; ``InstanceNotFound`` if its maker goes away
         first (a start killed before its first write leaves no run)."""
-        while (last := self._last(instance_id)) is None:
-            if self.storage.busy(instance_id) is None and self._last(instance_id) is None:
+        while True:
+            maker = self.storage.busy(instance_id)  # asked first: a run made meanwhile is read below
+            if (last := self._last(instance_id)) is not None:
+                return last
+            if maker is None:
                 raise InstanceNotFound(instance_id=instance_id)
             time.sleep(poll)
-        return last
 
     def _wait_until_finished(self, instance_id: str, poll: float = 0.05) -> Instance:
         """The id's run once it is no longer active (polled; Ctrl-C stops the wait, not the cancel)."""
@@ -840,10 +840,17 @@ class Delivery(NamedTuple):
     """What ``deliver`` (or ``request_cancel``) did: the instance as stored, and ``outcome``:
     ``"resumed"``, ``"buffered"``, ``"queued"`` (a step of it runs in another live process; the
     event is applied after that step), ``"cancelled"`` or ``"cancel requested"``. ``instance``
-    is None only for a queued message whose id's first run is still being created."""
+    is None only for a queued message whose id's first run is still being created. ``busy``:
+    for a queued message, what was running when it was queued (``running``'s answer)."""
 
     instance: Instance | None
     outcome: str
+    busy: dict | None = None
+
+
+def _shown(note: dict) -> dict:
+    """The part of a busy note callers see (``Hephaestus.running``)."""
+    return {key: note.get(key) for key in ("step", "since", "pid", "host", "workflow", "version", "run")}
 
 
 class _SlotStarted(Exception):

@@ -260,6 +260,15 @@ def _check_dir(path: str | os.PathLike) -> None:
                            f"or run `heph doctor --repair`")
 
 
+def _made(path: Path) -> bool:
+    """Create the directory ``path`` (0700); False if something is there already (checked by the caller)."""
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        return False
+    return True
+
+
 def _make_dirs(directory: Path, top: Path) -> None:
     """``mkdir -p`` of ``directory`` under the store's root ``top``: every directory it creates gets
     mode 0700 (``Path.mkdir(parents=True)`` would give the parents the default mode, 0755 under umask
@@ -273,19 +282,15 @@ def _make_dirs(directory: Path, top: Path) -> None:
     for part in ("", *relative.parts):
         path = path / part if part else path
         try:
-            os.mkdir(path, 0o700)
-            continue
-        except FileExistsError:
-            pass
+            if _made(path):
+                continue
         except FileNotFoundError as exc:
             if part:
                 raise _failure("create directory", path, exc) from None
             try:  # the root's parents: the user's own path
                 os.makedirs(top.parent, exist_ok=True)
-                os.mkdir(path, 0o700)
-                continue
-            except FileExistsError:
-                pass
+                if _made(path):
+                    continue
             except OSError as again:
                 raise _failure("create directory", path, again) from None
         except OSError as exc:
@@ -980,10 +985,7 @@ class JsonFileStorage(Storage):
         dir_fd = self._open_dir(directory)
         lock = self.instance_lock(directory, timeout, dir_fd)
         try:
-            try:
-                lock.acquire()
-            except LockTimeout:
-                raise InstanceBusy(f"schedule {name} is busy (another tick holds it)", instance_id=name) from None
+            self._acquire(lock, name, f"schedule {name} is busy (another tick holds it)")
         except BaseException:
             _close(dir_fd)
             raise
@@ -1094,11 +1096,12 @@ class JsonFileStorage(Storage):
         except OSError as exc:
             raise _failure("open directory", directory, exc) from None
 
-    def _acquire(self, lock: InstanceLock, instance_id: str) -> None:
+    def _acquire(self, lock: InstanceLock, instance_id: str, busy: str = "") -> None:
+        """Take ``lock``; ``InstanceBusy`` (message ``busy``, else the default) when it times out."""
         try:
             lock.acquire()
         except LockTimeout:
-            raise InstanceBusy(instance_id=instance_id) from None
+            raise InstanceBusy(busy, instance_id=instance_id) from None
 
     def _lock_existing(self, instance_id: str, directory: Path, wait: float) -> tuple[InstanceLock, int, set[str]]:
         """The id's lock, taken, its directory open and its runs listed under the lock;

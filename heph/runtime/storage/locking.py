@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import errno
 import os
+from contextlib import suppress
 from typing import TYPE_CHECKING
 
 from heph.errors import LockTimeout, StorageError
@@ -119,21 +120,14 @@ class InstanceLock:
         """Let the lock go. Never fails: closing the descriptor drops the lock whatever happens."""
         fd, self._fd = self._fd, None
         if fd is not None:
-            try:  # unlock explicitly: a forked child may still share the descriptor
+            with suppress(OSError):  # unlock explicitly: a forked child may still share the descriptor
                 fcntl.flock(fd, fcntl.LOCK_UN)
-            except OSError:
-                pass
-            finally:
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
+            with suppress(OSError):
+                os.close(fd)
         elif self._waited is not None:
             waited, self._waited = self._waited, None
-            try:
+            with suppress(OSError):
                 waited.release()
-            except OSError:
-                pass
 
     def __enter__(self) -> InstanceLock:
         self.acquire()

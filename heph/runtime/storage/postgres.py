@@ -854,27 +854,33 @@ class PostgresStorage(Storage):
         connection; once it is held, losing the connection ends the session (``StorageError``)."""
         check_id(instance_id)
         wait = self.lock_timeout if timeout is None else timeout
-        conn, got = self._retrying(lambda conn: self._lock(conn, instance_id, wait), keep=True)
-        if not got:
-            self._pool.put(conn)
-            raise InstanceBusy(f"instance {instance_id} is busy (another heph process holds it); try again later",
-                               instance_id=instance_id)
+        conn = self._held(instance_id, wait, f"instance {instance_id} is busy (another heph process holds it); "
+                                             f"try again later", instance_id)
         session = _PgSession(self, conn, instance_id)
         try:
             yield session
         finally:
-            self._unlock(session, instance_id)
+            with contextlib.suppress(_psycopg().Error):
+                session.withdraw()
+            self._release(conn, instance_id, session.lost)
 
-    def _unlock(self, session: _PgSession, instance_id: str) -> None:
-        conn = session._conn
-        with contextlib.suppress(_psycopg().Error):
-            session.withdraw()
-        if (session.lost is not None or conn.closed
-                or conn.info.transaction_status != _psycopg().pq.TransactionStatus.IDLE):
-            self._pool.discard(conn)  # closing the connection releases the lock, if the server still holds it
+    def _held(self, key: str, wait: float, busy: str, instance_id: str) -> Any:
+        """A connection holding the advisory lock ``key`` (taking it is retried after a lost
+        connection); ``InstanceBusy`` with the message ``busy`` if another holds it after ``wait``."""
+        conn, got = self._retrying(lambda conn: self._lock(conn, key, wait), keep=True)
+        if not got:
+            self._pool.put(conn)
+            raise InstanceBusy(busy, instance_id=instance_id)
+        return conn
+
+    def _release(self, conn: Any, key: str, lost: str | None) -> None:
+        """Let the advisory lock ``key`` go and the connection back to the pool (closed instead,
+        which releases the lock too, if it was lost or is not idle)."""
+        if lost is not None or conn.closed or conn.info.transaction_status != _psycopg().pq.TransactionStatus.IDLE:
+            self._pool.discard(conn)
             return
         try:
-            conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, %s))", (instance_id, self._seed))
+            conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, %s))", (key, self._seed))
         except Exception:  # noqa: BLE001 - closing the connection releases the lock
             self._pool.discard(conn)
         else:
@@ -885,19 +891,11 @@ class PostgresStorage(Storage):
     @contextmanager
     def schedule_session(self, name: str, timeout: float = 0) -> Iterator[ScheduleSession]:
         key = f"schedule:{name}"
-        conn, got = self._retrying(lambda conn: self._lock(conn, key, timeout), keep=True)
-        if not got:
-            self._pool.put(conn)
-            raise InstanceBusy(f"schedule {name} is busy (another tick holds it)", instance_id=name)
+        conn = self._held(key, timeout, f"schedule {name} is busy (another tick holds it)", name)
         try:
             yield _PgScheduleSession(self, conn, name)
         finally:
-            try:
-                conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, %s))", (key, self._seed))
-            except Exception:  # noqa: BLE001 - closing the connection releases the lock
-                self._pool.discard(conn)
-            else:
-                self._pool.put(conn)
+            self._release(conn, key, None)
 
     def schedule_states(self) -> dict[str, dict]:
         rows = self._read(f"SELECT name, state FROM {self._s}.schedules ORDER BY name")
